@@ -1,0 +1,152 @@
+"""The ``promptwall-otel`` command: run the local backend, read what it stored."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import httpx
+
+from . import config
+from .backend.process import READY_PREFIX
+from .backend.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_PORT
+
+_DEFAULT_LOCAL_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+_DEV_KEY = "local-dev"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .backend.server import BackendConfig, BackendServer
+
+    keys = frozenset(args.api_key or ()) or config.local_keys()
+    db = args.db or config.default_db_path()
+    if db != ":memory:":
+        Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    server = BackendServer(
+        BackendConfig(
+            host=args.host,
+            port=args.port,
+            db=db,
+            api_keys=keys,
+            max_body_bytes=args.max_body_bytes,
+            max_decompressed_bytes=args.max_decompressed_bytes,
+        )
+    )
+    log = logging.getLogger("promptwall_otel.backend")
+    if keys:
+        log.warning("accepting %d configured API key(s)", len(keys))
+    else:
+        log.warning("no API keys configured (--api-key or %s): accepting any non-empty key", config.ENV_LOCAL_KEYS)
+    log.warning("storing events in %s", db)
+    # Stop cleanly on SIGTERM too; shutdown() must come from another thread.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    print(READY_PREFIX + server.url, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _get(args: argparse.Namespace, route: str, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    key = args.api_key or os.environ.get("PROMPTWALL_API_KEY") or _DEV_KEY
+    response = httpx.get(
+        args.url.rstrip("/") + route, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=10
+    )
+    if response.status_code != 200:
+        raise SystemExit(f"{route}: HTTP {response.status_code}: {response.text[:200]}")
+    result: Dict[str, Any] = response.json()
+    return result
+
+
+def _table(rows: List[List[str]], headers: Sequence[str]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
+             for line in [list(headers), *rows]]  # fmt: skip
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _clip(value: Any, width: int) -> str:
+    text = "" if value is None else " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _events(args: argparse.Namespace) -> int:
+    requests = _get(args, "/api/console/requests", {"limit": args.limit})["requests"]
+    rows = [
+        [
+            _clip(event.get("started_at", "")[:19].replace("T", " "), 19),
+            _clip(event.get("model"), 24),
+            str(event.get("prompt_tokens", "")),
+            str(event.get("completion_tokens", "")),
+            str(event.get("latency_ms", "")),
+            _clip(event.get("status"), 7),
+            _clip(event.get("session_id"), 14),
+            _clip(event.get("prompt"), 32),
+            _clip(event.get("answer"), 32),
+        ]
+        for event in requests
+    ]
+    headers = ("started (UTC)", "model", "in", "out", "ms", "status", "session", "prompt", "answer")
+    print(_table(rows, headers) if rows else "no events yet")
+    return 0
+
+
+def _billing(args: argparse.Namespace) -> int:
+    bill = _get(args, "/api/console/billing")
+    print(
+        f"{bill['events']} events, {bill['total_tokens']} tokens "
+        f"({bill['prompt_tokens']} in / {bill['completion_tokens']} out): "
+        f"${bill['credit_usd']:.6f} at ${bill['rate_usd_per_million_tokens']:.0f} per 1M tokens"
+    )
+    rows = [[row["model"], str(row["events"]), str(row["total_tokens"]), f"${row['credit_usd']:.6f}"]
+            for row in bill["by_model"]]  # fmt: skip
+    if rows:
+        print(_table(rows, ("model", "events", "tokens", "credit")))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="promptwall-otel", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the local PromptWall-compatible backend")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    serve.add_argument("--db", help=f"SQLite file or :memory: (default: ${config.ENV_LOCAL_DB} or the user data dir)")
+    serve.add_argument("--api-key", action="append", help=f"accepted key, repeatable (or ${config.ENV_LOCAL_KEYS})")
+    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    serve.add_argument("--max-decompressed-bytes", type=int, default=DEFAULT_MAX_DECOMPRESSED_BYTES)
+    serve.set_defaults(run=_serve)
+
+    for name, run, help_text in (
+        ("events", _events, "print recent events from a running backend"),
+        ("billing", _billing, "print the billing summary of a running backend"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--url", default=_DEFAULT_LOCAL_URL, help="backend base URL")
+        command.add_argument("--api-key", help="key for the read API (default: $PROMPTWALL_API_KEY)")
+        if name == "events":
+            command.add_argument("--limit", type=int, default=20)
+        command.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""The PromptWall event record: its shape, its validation, its defaults.
+
+One definition serves both sides of the wire: the exporter checks records
+before they leave the process and the local backend checks them on arrival,
+so the two can never disagree about what ``POST /v1/events`` accepts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TypedDict
+
+__all__ = [
+    "Event",
+    "Stage",
+    "MAX_BATCH",
+    "MODES",
+    "STATUSES",
+    "validate_event",
+    "apply_defaults",
+    "parse_timestamp",
+    "format_timestamp",
+    "format_ns",
+]
+
+MAX_BATCH = 500
+"""Most events one ``POST /v1/events`` may carry."""
+
+MAX_ID_CHARS = 64
+MAX_DIMENSION_CHARS = 256
+MAX_SUMMARY_CHARS = 512
+
+MODES = ("ingest", "proxy", "sdk", "vendor")
+STATUSES = ("ok", "error", "blocked", "rewritten", "regenerated")
+STAGE_STATUSES = ("ok", "error", "skip")
+
+# Free-form string dimensions and their length caps.
+_STRING_FIELDS = {
+    "provider": MAX_DIMENSION_CHARS,
+    "model": MAX_DIMENSION_CHARS,
+    "use_case": MAX_DIMENSION_CHARS,
+    "team_id": MAX_DIMENSION_CHARS,
+    "integration_id": MAX_DIMENSION_CHARS,
+    "end_user_id": MAX_DIMENSION_CHARS,
+    "user_id": MAX_DIMENSION_CHARS,
+    "session_id": MAX_DIMENSION_CHARS,
+    "final_decision": MAX_ID_CHARS,
+    "error_code": MAX_ID_CHARS,
+}
+_TEXT_FIELDS = ("prompt", "answer")
+_TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+class Stage(TypedDict, total=False):
+    """One pipeline stage of a multi-step event (``spans[]``)."""
+
+    stage_name: str
+    status: str
+    started_at: str
+    ended_at: str
+    summary: str
+    error_code: str
+    metadata: Dict[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float
+    retries: int
+
+
+class Event(TypedDict, total=False):
+    """A PromptWall event as ``POST /v1/events`` accepts it.
+
+    Only ``request_id`` is required. ``prompt``, ``answer``, ``user_id`` and
+    ``metadata`` come from Events mode; ``spans`` is the multi-step form.
+    """
+
+    request_id: str
+    mode: str
+    started_at: str
+    finished_at: str
+    provider: str
+    model: str
+    use_case: str
+    team_id: str
+    integration_id: str
+    end_user_id: str
+    user_id: str
+    session_id: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float
+    latency_ms: int
+    status: str
+    final_decision: str
+    risk_score: float
+    policy_hits: List[Any]
+    error_code: str
+    prompt: str
+    answer: str
+    metadata: Dict[str, Any]
+    spans: List[Stage]
+
+
+# --- timestamps -------------------------------------------------------------
+
+_ISO_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"(Z|[+-]\d{2}:?\d{2})?$",
+    re.IGNORECASE,
+)
+
+
+def parse_timestamp(value: Any) -> Optional[datetime]:
+    """ISO-8601 string or epoch seconds to an aware UTC datetime; None if neither.
+
+    Hand-parsed because ``datetime.fromisoformat`` only learned ``Z`` and
+    arbitrary fractions in 3.11 and we support 3.9.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or not 0 <= value < 253402300800:
+            return None
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    if not isinstance(value, str):
+        return None
+    match = _ISO_RE.match(value.strip())
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    tz = timezone.utc
+    if zone and zone.upper() != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        digits = zone[1:].replace(":", "")
+        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    try:
+        parsed = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second or 0), micros, tzinfo=tz
+        )
+    except ValueError:
+        return None
+    return parsed.astimezone(timezone.utc)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO-8601 UTC with microseconds and a ``Z`` suffix, the form PromptWall sends."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_ns(unix_nanos: int) -> str:
+    """Format OTel's nanoseconds since the epoch without a float round-trip."""
+    seconds, nanos = divmod(int(unix_nanos), 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos // 1000:06d}Z"
+
+
+# --- validation -------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_string(errors: List[str], name: str, value: Any, max_chars: int, required: bool = False) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or len(value) > max_chars or (required and not value):
+        bounds = f"1..{max_chars}" if required else f"at most {max_chars}"
+        errors.append(f"{name} {'required' if required else 'must be a string'} ({bounds} chars)")
+
+
+def _check_count(errors: List[str], name: str, value: Any) -> None:
+    if value is not None and not (_is_int(value) and value >= 0):
+        errors.append(f"{name} must be a non-negative integer")
+
+
+def _check_timestamp(errors: List[str], name: str, value: Any) -> None:
+    if value is not None and parse_timestamp(value) is None:
+        errors.append(f"{name} must be ISO-8601 or epoch seconds")
+
+
+def _check_enum(errors: List[str], name: str, value: Any, allowed: Sequence[str]) -> None:
+    if value is not None and value not in allowed:
+        errors.append(f"{name} must be one of {', '.join(allowed)}")
+
+
+def _check_cost(errors: List[str], name: str, value: Any) -> None:
+    if value is not None and not (_is_number(value) and value >= 0):
+        errors.append(f"{name} must be a non-negative number")
+
+
+def _validate_stage(errors: List[str], index: int, stage: Any) -> None:
+    prefix = f"spans[{index}]."
+    if not isinstance(stage, Mapping):
+        errors.append(f"spans[{index}] must be an object")
+        return
+    _check_string(errors, prefix + "stage_name", stage.get("stage_name"), MAX_ID_CHARS, required=True)
+    _check_enum(errors, prefix + "status", stage.get("status"), STAGE_STATUSES)
+    _check_timestamp(errors, prefix + "started_at", stage.get("started_at"))
+    _check_timestamp(errors, prefix + "ended_at", stage.get("ended_at"))
+    _check_string(errors, prefix + "summary", stage.get("summary"), MAX_SUMMARY_CHARS)
+    _check_string(errors, prefix + "error_code", stage.get("error_code"), MAX_ID_CHARS)
+    if stage.get("metadata") is not None and not isinstance(stage.get("metadata"), Mapping):
+        errors.append(prefix + "metadata must be an object")
+    for name in (*_TOKEN_FIELDS, "retries"):
+        _check_count(errors, prefix + name, stage.get(name))
+    _check_cost(errors, prefix + "cost_usd", stage.get("cost_usd"))
+
+
+def validate_event(event: Any) -> List[str]:
+    """Every reason ``event`` would be rejected, in the seed's wording; [] if valid.
+
+    Unknown fields are not errors: the server ignores them, as the API does.
+    """
+    if not isinstance(event, Mapping):
+        return ["event must be an object"]
+    errors: List[str] = []
+    _check_string(errors, "request_id", event.get("request_id"), MAX_ID_CHARS, required=True)
+    _check_enum(errors, "mode", event.get("mode"), MODES)
+    _check_enum(errors, "status", event.get("status"), STATUSES)
+    _check_timestamp(errors, "started_at", event.get("started_at"))
+    _check_timestamp(errors, "finished_at", event.get("finished_at"))
+    for name, max_chars in _STRING_FIELDS.items():
+        _check_string(errors, name, event.get(name), max_chars)
+    for name in _TEXT_FIELDS:
+        if event.get(name) is not None and not isinstance(event.get(name), str):
+            errors.append(f"{name} must be a string")
+    for name in (*_TOKEN_FIELDS, "latency_ms"):
+        _check_count(errors, name, event.get(name))
+    _check_cost(errors, "cost_usd", event.get("cost_usd"))
+    risk = event.get("risk_score")
+    if risk is not None and not (_is_number(risk) and 0.0 <= risk <= 1.0):
+        errors.append("risk_score must be a number in 0.0..1.0")
+    if event.get("policy_hits") is not None and not isinstance(event.get("policy_hits"), list):
+        errors.append("policy_hits must be an array")
+    if event.get("metadata") is not None and not isinstance(event.get("metadata"), Mapping):
+        errors.append("metadata must be an object")
+    spans = event.get("spans")
+    if spans is not None:
+        if not isinstance(spans, list):
+            errors.append("spans must be an array")
+        else:
+            for index, stage in enumerate(spans):
+                _validate_stage(errors, index, stage)
+    return errors
+
+
+# --- defaults ---------------------------------------------------------------
+
+_KNOWN_FIELDS = frozenset(Event.__annotations__)
+
+
+def apply_defaults(event: Mapping[str, Any], now: Optional[datetime] = None) -> Dict[str, Any]:
+    """The stored form of a *valid* event: the API's documented defaults filled in.
+
+    ``mode`` defaults to ingest, ``started_at`` to now, ``total_tokens`` to the
+    sum of the splits, ``latency_ms`` to the timestamps' difference; timestamps
+    become ISO-8601 UTC; integral floats become ints; unknown fields and nulls
+    are dropped. ``end_user_id`` falls back to Events mode's ``user_id``.
+    Cost is never estimated here.
+    """
+    stored: Dict[str, Any] = {k: v for k, v in event.items() if k in _KNOWN_FIELDS and v is not None}
+    stored.setdefault("mode", "ingest")
+    started = parse_timestamp(stored.get("started_at")) or now or datetime.now(timezone.utc)
+    stored["started_at"] = format_timestamp(started)
+    finished = parse_timestamp(stored.get("finished_at"))
+    if finished is not None:
+        stored["finished_at"] = format_timestamp(finished)
+    for name in (*_TOKEN_FIELDS, "latency_ms"):
+        if name in stored:
+            stored[name] = int(stored[name])
+    if "total_tokens" not in stored and ("prompt_tokens" in stored or "completion_tokens" in stored):
+        stored["total_tokens"] = stored.get("prompt_tokens", 0) + stored.get("completion_tokens", 0)
+    if "latency_ms" not in stored and finished is not None:
+        stored["latency_ms"] = max(0, round((finished - started).total_seconds() * 1000))
+    if "end_user_id" not in stored and "user_id" in stored:
+        stored["end_user_id"] = stored["user_id"]
+    return stored
