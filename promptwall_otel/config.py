@@ -6,12 +6,16 @@ one warning naming the variable and the default used instead.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from pathlib import Path
-from typing import FrozenSet, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Mapping, Optional
 
 import platformdirs
+
+if TYPE_CHECKING:
+    from .mapping.options import MappingOptions
 
 logger = logging.getLogger("promptwall_otel")
 
@@ -38,3 +42,84 @@ def default_db_path(environ: Optional[Mapping[str, str]] = None) -> str:
     if configured:
         return configured
     return str(Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "events.db")
+
+
+# --- mapping / content controls ----------------------------------------------
+
+ENV_CAPTURE_CONTENT = "PROMPTWALL_CAPTURE_CONTENT"
+ENV_MAX_CONTENT_BYTES = "PROMPTWALL_MAX_CONTENT_BYTES"
+ENV_MAX_MESSAGES_BYTES = "PROMPTWALL_MAX_MESSAGES_BYTES"
+ENV_PRICES_FILE = "PROMPTWALL_PRICES_FILE"
+ENV_USE_CASE = "PROMPTWALL_USE_CASE"
+ENV_TEAM_ID = "PROMPTWALL_TEAM_ID"
+ENV_INTEGRATION_ID = "PROMPTWALL_INTEGRATION_ID"
+ENV_REDACT_HOOK = "PROMPTWALL_REDACT_HOOK"
+ENV_DEDUPE_BY_RESPONSE_ID = "PROMPTWALL_DEDUPE_BY_RESPONSE_ID"
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def env_bool(name: str, default: bool, environ: Optional[Mapping[str, str]] = None) -> bool:
+    raw = _env(environ).get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    logger.warning("%s=%r is not a boolean; using the default %s", name, raw, default)
+    return default
+
+
+def env_int(name: str, default: int, environ: Optional[Mapping[str, str]] = None, minimum: int = 0) -> int:
+    raw = _env(environ).get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        logger.warning("%s=%r is not a whole number >= %d; using the default %d", name, raw, minimum, default)
+        return default
+    return value
+
+
+def env_str(name: str, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    return _env(environ).get(name, "").strip() or None
+
+
+def _load_hook(spec: str) -> Optional[Callable[..., Any]]:
+    """``package.module:function`` to the function; a warning and None if it cannot be loaded."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        hook = getattr(importlib.import_module(module_name), attribute)
+        if not callable(hook):
+            raise TypeError(f"{attribute} is not callable")
+        return hook  # type: ignore[no-any-return]
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        logger.warning("%s=%r cannot be loaded (%s); records are sent without a redact hook", ENV_REDACT_HOOK, spec, exc)
+        return None
+
+
+def mapping_options(environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "MappingOptions":
+    """Mapping options from the environment; keyword arguments win over variables."""
+    from .mapping.options import DEFAULT_MAX_CONTENT_BYTES, DEFAULT_MAX_MESSAGES_BYTES, MappingOptions
+    from .mapping.prices import PriceTable, default_table
+
+    prices_file = env_str(ENV_PRICES_FILE, environ)
+    hook_spec = env_str(ENV_REDACT_HOOK, environ)
+    values: Dict[str, Any] = {
+        "capture_content": env_bool(ENV_CAPTURE_CONTENT, True, environ),
+        "max_content_bytes": env_int(ENV_MAX_CONTENT_BYTES, DEFAULT_MAX_CONTENT_BYTES, environ, minimum=64),
+        "max_messages_bytes": env_int(ENV_MAX_MESSAGES_BYTES, DEFAULT_MAX_MESSAGES_BYTES, environ),
+        "use_case": env_str(ENV_USE_CASE, environ),
+        "team_id": env_str(ENV_TEAM_ID, environ),
+        "integration_id": env_str(ENV_INTEGRATION_ID, environ),
+        "dedupe_by_response_id": env_bool(ENV_DEDUPE_BY_RESPONSE_ID, True, environ),
+        "prices": PriceTable.load(prices_file) if prices_file else default_table(),
+        "redact": _load_hook(hook_spec) if hook_spec else None,
+    }
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return MappingOptions(**values)

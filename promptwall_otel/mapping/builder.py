@@ -1,0 +1,545 @@
+"""Span (plus its content logs and inherited context) → PromptWall event. Pure: no I/O.
+
+``classify`` says what a span is; ``build_event`` fills the record from the
+ordered lookups that the dialect modules declare. Field by field, with the
+source attributes in priority order, this is ``docs/mapping.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from ..record import STATUSES, format_ns
+from . import logfire, openinference, openllmetry, semconv, vercel
+from .messages import Message, answer_of, prompt_of
+from .options import MappingOptions
+from .values import count, first, json_safe, number, strings, text, truncate
+from .view import LogView, SpanView
+
+logger = logging.getLogger("promptwall_otel")
+
+__all__ = ["SpanClass", "Classification", "classify", "build_event", "is_genai", "Inherited", "request_id_for"]
+
+
+class SpanClass(enum.Enum):
+    NONE = "none"  # no GenAI signal: produces nothing
+    CONTEXT = "context"  # tool, retriever, task...: lends ids, never billed
+    AGGREGATE = "aggregate"  # agent / workflow / chain: may carry the sum of its children's usage
+    INFERENCE = "inference"  # one model call: the billable event
+
+
+class Classification(NamedTuple):
+    span_class: SpanClass
+    operation: Optional[str]
+    dialect: str
+
+
+_NOT_GENAI = Classification(SpanClass.NONE, None, "")
+
+# Any of these keys means "look closer". Checked first, so an HTTP or DB span
+# costs one set intersection.
+GENAI_MARKERS = frozenset({
+    semconv.OPERATION, "gen_ai.system", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.response.model",
+    "gen_ai.agent.name", "gen_ai.tool.name", "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens",
+    openinference.SPAN_KIND, "llm.model_name", openllmetry.REQUEST_TYPE, openllmetry.SPAN_KIND,
+    vercel.OPERATION_ID, "ai.model.id", logfire.ALL_MESSAGES, logfire.REQUEST_DATA, "agent_name",
+})  # fmt: skip
+
+_MODEL_KEYS = semconv.RESPONSE_MODEL + openinference.MODEL + vercel.MODEL + semconv.REQUEST_MODEL \
+    + openinference.REQUEST_MODEL + vercel.REQUEST_MODEL  # fmt: skip
+_REQUEST_MODEL_KEYS = semconv.REQUEST_MODEL + openinference.REQUEST_MODEL + vercel.REQUEST_MODEL
+_PROVIDER_KEYS = semconv.PROVIDER + openinference.PROVIDER + vercel.PROVIDER
+_INPUT_KEYS = semconv.INPUT_TOKENS + openinference.INPUT_TOKENS + vercel.INPUT_TOKENS
+_OUTPUT_KEYS = semconv.OUTPUT_TOKENS + openinference.OUTPUT_TOKENS + vercel.OUTPUT_TOKENS
+_TOTAL_KEYS = semconv.TOTAL_TOKENS + openllmetry.TOTAL_TOKENS + openinference.TOTAL_TOKENS + vercel.TOTAL_TOKENS
+_CACHE_READ_KEYS = semconv.CACHE_READ + openinference.CACHE_READ + vercel.CACHE_READ
+_CACHE_WRITE_KEYS = semconv.CACHE_WRITE + openinference.CACHE_WRITE
+_REASONING_KEYS = semconv.REASONING + openllmetry.REASONING + openinference.REASONING + vercel.REASONING
+_COST_KEYS = semconv.COST + openinference.COST
+_RESPONSE_ID_KEYS = semconv.RESPONSE_ID + vercel.RESPONSE_ID
+
+PROMPTWALL_PREFIX = "promptwall."
+METADATA_PREFIX = "promptwall.metadata."
+_SESSION_KEYS = ("promptwall.session_id",) + semconv.CONVERSATION + openinference.SESSION + openllmetry.SESSION \
+    + vercel.SESSION + ("langfuse.session.id", "gcp.vertex.agent.session_id")  # fmt: skip
+_USER_KEYS = ("promptwall.user_id",) + openinference.USER + ("enduser.id",) + openllmetry.USER_ID + vercel.USER \
+    + ("langfuse.user.id",) + semconv.USER + openllmetry.USER + ("enduser.pseudo.id",)  # fmt: skip
+
+# Lowercased provider values of every dialect → PromptWall's provider names.
+_PROVIDERS = {
+    "az.ai.openai": "azure", "azure.ai.openai": "azure", "az.ai.inference": "azure", "azure.ai.inference": "azure",
+    "azure_openai": "azure", "azure": "azure",
+    "gcp.gen_ai": "google", "gcp.vertex_ai": "google", "gcp.gemini": "google", "vertex_ai": "google",
+    "vertexai": "google", "gemini": "google", "google": "google", "gcp.vertex.agent": "google",
+    "google.generative-ai": "google", "google.vertex": "google",
+    "aws.bedrock": "bedrock", "aws": "bedrock", "amazon-bedrock": "bedrock",
+    "mistral_ai": "mistral", "mistralai": "mistral", "x_ai": "xai", "ibm.watsonx.ai": "ibm", "moonshot_ai": "moonshot",
+}  # fmt: skip
+
+_RESPONSE_ID_MIN_CHARS = 16
+_DEDUPE_WINDOW_NS = 10_000_000_000
+
+
+class Inherited(NamedTuple):
+    """What a span inherits from its ancestors or baggage (captured in-process at span start)."""
+
+    session_id: Optional[str] = None
+    user_id: Optional[str] = None
+    use_case: Optional[str] = None
+    team_id: Optional[str] = None
+    metadata: Mapping[str, Any] = {}
+
+
+def is_genai(attributes: Mapping[str, Any]) -> bool:
+    """Cheap first test, for the application thread: False means certainly not GenAI."""
+    return not GENAI_MARKERS.isdisjoint(attributes.keys()) if attributes else False
+
+
+def classify(view: SpanView) -> Classification:
+    """What kind of GenAI span this is, decided by the first dialect that says so explicitly."""
+    attrs = view.attributes
+    if not is_genai(attrs):
+        return _NOT_GENAI
+    kind = attrs.get(openinference.SPAN_KIND)
+    if kind is not None:
+        kind = str(kind).upper()
+        if kind in openinference.INFERENCE_KINDS:
+            return Classification(SpanClass.INFERENCE, "chat", "openinference")
+        if kind in openinference.EMBEDDING_KINDS:
+            return Classification(SpanClass.INFERENCE, "embeddings", "openinference")
+        if kind in openinference.AGGREGATE_KINDS:
+            return Classification(SpanClass.AGGREGATE, kind.lower(), "openinference")
+        return Classification(SpanClass.CONTEXT, kind.lower(), "openinference")
+    operation = attrs.get(semconv.OPERATION)
+    if operation is not None:
+        operation = str(operation)
+        dialect = "logfire" if logfire.is_agent_run(attrs) else "semconv"
+        if operation in semconv.INFERENCE_OPERATIONS or operation in semconv.EMBEDDING_OPERATIONS:
+            return Classification(SpanClass.INFERENCE, operation, dialect)
+        if operation in semconv.AGGREGATE_OPERATIONS:
+            return Classification(SpanClass.AGGREGATE, operation, dialect)
+        return Classification(SpanClass.CONTEXT, operation, dialect)
+    request_type = attrs.get(openllmetry.REQUEST_TYPE)
+    if request_type is not None:
+        request_type = str(request_type)
+        if request_type in openllmetry.INFERENCE_REQUEST_TYPES:
+            return Classification(SpanClass.INFERENCE, "chat" if request_type == "chat" else "text_completion", "openllmetry")
+        if request_type in openllmetry.EMBEDDING_REQUEST_TYPES:
+            return Classification(SpanClass.INFERENCE, "embeddings", "openllmetry")
+        return Classification(SpanClass.CONTEXT, request_type, "openllmetry")
+    traceloop_kind = attrs.get(openllmetry.SPAN_KIND)
+    if traceloop_kind is not None:
+        span_class = SpanClass.AGGREGATE if traceloop_kind in openllmetry.AGGREGATE_KINDS else SpanClass.CONTEXT
+        return Classification(span_class, str(traceloop_kind), "openllmetry")
+    ai_operation = attrs.get(vercel.OPERATION_ID)
+    if ai_operation is not None:
+        ai_operation = str(ai_operation)
+        if ai_operation in vercel.INFERENCE_OPERATIONS:
+            return Classification(SpanClass.INFERENCE, "chat", "vercel")
+        if ai_operation in vercel.EMBEDDING_OPERATIONS:
+            return Classification(SpanClass.INFERENCE, "embeddings", "vercel")
+        if ai_operation in vercel.AGGREGATE_OPERATIONS:
+            return Classification(SpanClass.AGGREGATE, ai_operation, "vercel")
+        return Classification(SpanClass.CONTEXT, ai_operation, "vercel")
+    if logfire.is_agent_run(attrs):
+        return Classification(SpanClass.AGGREGATE, "invoke_agent", "logfire")
+    if first(attrs, _MODEL_KEYS) is not None:
+        # 1.26 spans, Logfire's instrument_openai, ADK call_llm: a model and no explicit kind.
+        dialect = "logfire" if logfire.REQUEST_DATA in attrs else "semconv"
+        return Classification(SpanClass.INFERENCE, "chat", dialect)
+    return Classification(SpanClass.CONTEXT, None, "semconv")
+
+
+def normalize_provider(raw: Optional[str]) -> Optional[str]:
+    if not raw:
+        return None
+    lowered = raw.strip().lower()
+    if lowered in _PROVIDERS:
+        return _PROVIDERS[lowered]
+    head = lowered.split(".", 1)[0]  # AI SDK "openai.chat"
+    return _PROVIDERS.get(head, head)
+
+
+def _response_id(attrs: Mapping[str, Any], dialect: str) -> Optional[str]:
+    found = text(first(attrs, _RESPONSE_ID_KEYS))
+    if found is None and dialect == "openinference":
+        found = openinference.response_id(attrs)
+    return found
+
+
+def request_id_for(view: SpanView, response_id: Optional[str], options: MappingOptions) -> str:
+    """The deterministic idempotency key (see docs/mapping.md, "request_id").
+
+    A call with a provider response id is keyed by that id and a 10-second
+    window of its start, so two instrumentations of one call (even in two
+    traces) give one key; anything else by its trace and span ids.
+    """
+    if options.dedupe_by_response_id and response_id and len(response_id) >= _RESPONSE_ID_MIN_CHARS:
+        window = view.start_ns // _DEDUPE_WINDOW_NS
+        return "gen-" + hashlib.sha256(f"{response_id}|{window}".encode("utf-8", "replace")).hexdigest()[:40]
+    return f"otel-{view.trace_id:032x}-{view.span_id:016x}"
+
+
+def _conversation(view: SpanView, logs: Sequence[LogView], dialect: str) -> Tuple[List[Message], List[Message]]:
+    """Input and output messages from the first source that has them, newest convention first."""
+    attrs = view.attributes
+    inputs: List[Message] = []
+    outputs: List[Message] = []
+
+    def take(found: Tuple[List[Message], List[Message]]) -> bool:
+        nonlocal inputs, outputs
+        inputs = inputs or found[0]
+        outputs = outputs or found[1]
+        return bool(inputs and outputs)
+
+    if (semconv.INPUT_MESSAGES in attrs or semconv.OUTPUT_MESSAGES in attrs) and take(
+        semconv.from_message_attributes(attrs)
+    ):
+        return inputs, outputs
+    if logs and take(semconv.from_message_events((log.event_name or "", log.body, log.attributes) for log in logs)):
+        return inputs, outputs
+    if view.events:
+        events = [(e.name, None, e.attributes) for e in view.events if e.name in semconv.CONTENT_EVENTS]
+        if events and take(semconv.from_message_events(events)):
+            return inputs, outputs
+        legacy = [(e.name, e.attributes) for e in view.events if e.name.startswith("gen_ai.content.")]
+        if legacy and take(semconv.from_content_events(legacy)):
+            return inputs, outputs
+    if openllmetry.has_indexed_content(attrs) and take(openllmetry.indexed_messages(attrs)):
+        return inputs, outputs
+    if dialect == "openinference" or "input.value" in attrs:
+        if take(openinference.messages(attrs)):
+            return inputs, outputs
+    if dialect == "vercel" and take(vercel.messages(attrs)):
+        return inputs, outputs
+    if dialect == "logfire":
+        take(logfire.messages(attrs))
+    return inputs, outputs
+
+
+def _user_metadata(view: SpanView, dialect: str, inherited: Inherited) -> Dict[str, Any]:
+    """Metadata the user chose: inherited, resource, then span ``promptwall.metadata.*`` and dialect equivalents."""
+    attrs = view.attributes
+    found: Dict[str, Any] = dict(inherited.metadata)
+    for source in (view.resource, attrs):
+        for key, value in source.items():
+            if key.startswith(METADATA_PREFIX):
+                found[key[len(METADATA_PREFIX):]] = value
+    if any(key.startswith(openllmetry.ASSOCIATION_PREFIX) for key in attrs):
+        found.update(openllmetry.association_properties(attrs))
+    if dialect == "vercel":
+        found.update(vercel.user_metadata(attrs))
+    if openinference.METADATA in attrs:
+        found.update(openinference.user_metadata(attrs))
+    return found
+
+
+def _dimension(attrs: Mapping[str, Any], resource: Mapping[str, Any], key: str, *fallbacks: Optional[str]) -> Optional[str]:
+    value = text(attrs.get(key)) or next((f for f in fallbacks if f), None) or text(resource.get(key))
+    return value[:256] if value else None
+
+
+def _integration_id(view: SpanView, options: MappingOptions) -> str:
+    explicit = text(view.attributes.get("promptwall.integration_id")) or options.integration_id \
+        or text(view.resource.get("promptwall.integration_id"))  # fmt: skip
+    if explicit:
+        return explicit[:256]
+    service = text(view.resource.get("service.name")) or "unknown_service"
+    version = text(view.resource.get("service.version"))
+    return (f"otel:{service}@{version}" if version else f"otel:{service}")[:256]
+
+
+def _request_params(attrs: Mapping[str, Any], dialect: str) -> Dict[str, Any]:
+    params = {name: json_safe(attrs[key]) for key, name in semconv.REQUEST_PARAMS.items() if key in attrs}
+    if dialect == "openinference":
+        for name, value in openinference.invocation_parameters(attrs).items():
+            if name not in ("model", "messages", "tools") and not isinstance(value, (dict, list)):
+                params.setdefault(name, json_safe(value))
+    return params
+
+
+def _tokens(attrs: Mapping[str, Any], dialect: str, provider: Optional[str], warnings: List[str]) -> Dict[str, int]:
+    """Token counts and their details, under record field names."""
+    prompt = count(first(attrs, _INPUT_KEYS), "prompt_tokens", warnings)
+    completion = count(first(attrs, _OUTPUT_KEYS), "completion_tokens", warnings)
+    total = count(first(attrs, _TOTAL_KEYS), "total_tokens", warnings)
+    if prompt is None and completion is None and dialect == "logfire":
+        usage = logfire.response_usage(attrs)
+        if usage:
+            prompt = count(usage.get("prompt_tokens", usage.get("input_tokens")), "prompt_tokens", warnings)
+            completion = count(usage.get("completion_tokens", usage.get("output_tokens")), "completion_tokens", warnings)
+    cache_read = count(first(attrs, _CACHE_READ_KEYS), "cache_read_tokens", warnings) or 0
+    cache_write = count(first(attrs, _CACHE_WRITE_KEYS), "cache_write_tokens", warnings) or 0
+    reasoning = count(first(attrs, _REASONING_KEYS), "reasoning_tokens", warnings) or 0
+    out: Dict[str, int] = {}
+    if provider == "anthropic" and prompt is not None and prompt < cache_read + cache_write:
+        # Anthropic's own input_tokens excludes the cache; semconv >= 1.40 wants it included.
+        warnings.append("prompt_tokens: Anthropic input excluded cached tokens; added them")
+        prompt += cache_read + cache_write
+    if prompt is not None:
+        out["prompt_tokens"] = prompt
+    if completion is not None:
+        out["completion_tokens"] = completion
+    if prompt is not None or completion is not None:
+        out["total_tokens"] = (prompt or 0) + (completion or 0)
+        if total is not None and total != out["total_tokens"]:
+            out["reported_total_tokens"] = total
+    elif total is not None:
+        out["total_tokens"] = total
+    for name, value in (("cache_read_tokens", cache_read), ("cache_write_tokens", cache_write),
+                        ("reasoning_tokens", reasoning)):  # fmt: skip
+        if value:
+            out[name] = value
+    return out
+
+
+def _status(view: SpanView, attrs: Mapping[str, Any], reasons: Optional[List[str]]) -> Tuple[str, Optional[Dict[str, Any]]]:
+    error_type = text(attrs.get(semconv.ERROR_TYPE))
+    if view.status_code == "ERROR" or error_type:
+        error = {"type": error_type or "error"}
+        if view.status_message:
+            error["message"] = truncate(text(view.status_message) or "", 1024)
+        return "error", error
+    if reasons and "content_filter" in reasons:
+        return "blocked", None
+    return "ok", None
+
+
+def _messages_metadata(inputs: List[Message], outputs: List[Message], options: MappingOptions) -> Optional[Dict[str, Any]]:
+    def clipped(messages: List[Message]) -> List[Dict[str, Any]]:
+        out = []
+        for message in messages:
+            item = message.as_dict()
+            if "content" in item:
+                item["content"] = truncate(item["content"], options.max_content_bytes)
+            out.append(item)
+        return out
+
+    messages = {"input": clipped(inputs), "output": clipped(outputs)}
+    size = len(json.dumps(messages, ensure_ascii=False).encode("utf-8"))
+    return messages if size <= options.max_messages_bytes else None
+
+
+def build_event(
+    view: SpanView,
+    logs: Sequence[LogView] = (),
+    inherited: Inherited = Inherited(),
+    options: MappingOptions = MappingOptions(),
+    classification: Optional[Classification] = None,
+) -> Optional[Dict[str, Any]]:
+    """The PromptWall event for one span, or None if it is not billable on its own.
+
+    Inference spans always map. Aggregate spans map only when the caller (the
+    trace ledger, which knows whether inference children were seen) passes
+    their classification explicitly; everything else returns None.
+    """
+    explicit = classification is not None
+    classification = classification or classify(view)
+    span_class, operation, dialect = classification
+    if span_class is SpanClass.INFERENCE:
+        usage_source = None
+    elif span_class is SpanClass.AGGREGATE and explicit:
+        usage_source = "aggregate"
+    else:
+        return None
+
+    attrs = view.attributes
+    warnings: List[str] = []
+    provider_raw = text(first(attrs, _PROVIDER_KEYS))
+    provider = normalize_provider(provider_raw)
+    model = text(first(attrs, _MODEL_KEYS))
+    request_model = text(first(attrs, _REQUEST_MODEL_KEYS))
+    if model is None and dialect == "openinference":
+        model = text(openinference.invocation_parameters(attrs).get("model"))
+    response_id = _response_id(attrs, dialect)
+    tokens = _tokens(attrs, dialect, provider, warnings)
+    reasons = semconv.finish_reasons(attrs) or strings(first(attrs, vercel.FINISH_REASON)) or \
+        strings(attrs.get("llm.finish_reason")) or strings(openllmetry.finish_reason(attrs))  # fmt: skip
+    status, error = _status(view, attrs, reasons)
+
+    event: Dict[str, Any] = {
+        "request_id": request_id_for(view, response_id, options) if usage_source is None
+        else f"otel-{view.trace_id:032x}-{view.span_id:016x}",
+        "mode": options.mode,
+        "started_at": format_ns(view.start_ns),
+        "finished_at": format_ns(view.end_ns),
+        "latency_ms": max(0, (view.end_ns - view.start_ns) // 1_000_000),
+        "status": status,
+        "integration_id": _integration_id(view, options),
+    }
+    if provider:
+        event["provider"] = provider[:256]
+    if model:
+        event["model"] = model[:256]
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        if name in tokens:
+            event[name] = tokens[name]
+    if error:
+        event["error_code"] = error["type"][:64]
+
+    _fill_cost(event, attrs, tokens, model, request_model, options)
+
+    resource = view.resource
+    session = text(first(attrs, _SESSION_KEYS)) or inherited.session_id or text(resource.get("promptwall.session_id"))
+    user = text(first(attrs, _USER_KEYS)) or inherited.user_id or text(resource.get("promptwall.user_id"))
+    if session:
+        event["session_id"] = session[:256]
+    if user:
+        event["end_user_id"] = event["user_id"] = user[:256]
+    use_case = _dimension(attrs, resource, "promptwall.use_case", inherited.use_case, options.use_case)
+    team = _dimension(attrs, resource, "promptwall.team_id", inherited.team_id, options.team_id)
+    if use_case:
+        event["use_case"] = use_case
+    if team:
+        event["team_id"] = team
+    decision = text(attrs.get("promptwall.final_decision"))
+    if decision:
+        event["final_decision"] = decision[:64]
+    if text(attrs.get("promptwall.status")) in STATUSES:
+        event["status"] = text(attrs["promptwall.status"])
+    risk = number(attrs.get("promptwall.risk_score"))
+    if risk is not None:
+        event["risk_score"] = min(1.0, max(0.0, risk))
+
+    gen_ai: Dict[str, Any] = {"operation": operation}
+    if provider_raw and provider_raw != provider:
+        gen_ai["provider_raw"] = provider_raw
+    if request_model and request_model != model:
+        gen_ai["request_model"] = request_model
+    if response_id:
+        gen_ai["response_id"] = response_id
+    if reasons:
+        gen_ai["finish_reasons"] = reasons
+    params = _request_params(attrs, dialect)
+    if params:
+        gen_ai["request"] = params
+    usage = {k: v for k, v in tokens.items() if k not in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    if usage:
+        gen_ai["usage"] = usage
+    if usage_source:
+        gen_ai["usage_source"] = usage_source
+    ttft = number(attrs.get(semconv.TTFT_SECONDS))
+    ttft_ms = ttft * 1000 if ttft is not None else number(first(attrs, vercel.TTFT_MS))
+    if ttft_ms is not None:
+        gen_ai["ttft_ms"] = round(ttft_ms, 3)
+    agent = text(first(attrs, semconv.AGENT_NAME + openinference.AGENT_NAME + logfire.AGENT_NAME))
+    if agent:
+        gen_ai["agent_name"] = agent
+    workflow = text(first(attrs, ("gen_ai.workflow.name",) + openllmetry.WORKFLOW_NAME + vercel.FUNCTION_ID))
+    if workflow:
+        gen_ai["workflow_name"] = workflow
+    if error:
+        gen_ai["error"] = error
+
+    if options.capture_content and span_class is SpanClass.INFERENCE:
+        _fill_content(event, gen_ai, view, logs, dialect, options)
+    else:
+        gen_ai["content_captured"] = False
+    if warnings:
+        gen_ai["mapping_warnings"] = warnings
+        logger.info("span %s mapped with repairs: %s", view.name, "; ".join(warnings))
+
+    metadata = {str(k): json_safe(v) for k, v in _user_metadata(view, dialect, inherited).items()}
+    if openinference.TAGS in attrs:
+        metadata.setdefault("tags", strings(attrs[openinference.TAGS]))
+    metadata["gen_ai"] = gen_ai
+    metadata["otel"] = _otel_metadata(view, dialect)
+    event["metadata"] = metadata
+    return _redacted(event, options)
+
+
+def _fill_cost(event: Dict[str, Any], attrs: Mapping[str, Any], tokens: Mapping[str, int],
+               model: Optional[str], request_model: Optional[str], options: MappingOptions) -> None:  # fmt: skip
+    span_cost = number(first(attrs, _COST_KEYS))
+    if span_cost is not None and span_cost >= 0:
+        event["cost_usd"] = span_cost
+        event["_cost_source"] = "span"
+        return
+    if "prompt_tokens" not in tokens and "completion_tokens" not in tokens:
+        return
+    for name in filter(None, (model, request_model)):
+        cost = options.prices.cost(
+            name,
+            tokens.get("prompt_tokens", 0),
+            tokens.get("completion_tokens", 0),
+            tokens.get("cache_read_tokens", 0),
+            tokens.get("cache_write_tokens", 0),
+        )
+        if cost is not None:
+            event["cost_usd"] = cost
+            event["_cost_source"] = f"price_table@{options.prices.version}"
+            return
+
+
+def _fill_content(event: Dict[str, Any], gen_ai: Dict[str, Any], view: SpanView, logs: Sequence[LogView],
+                  dialect: str, options: MappingOptions) -> None:  # fmt: skip
+    inputs, outputs = _conversation(view, logs, dialect)
+    prompt = prompt_of(inputs)
+    answer = answer_of(outputs)
+    truncated = []
+    for field, value in (("prompt", prompt), ("answer", answer)):
+        if value is not None:
+            clipped = truncate(value, options.max_content_bytes)
+            if clipped is not value:
+                truncated.append(field)
+            event[field] = clipped
+    calls = [{"name": name, "arguments": args} for message in outputs for name, args in message.tool_calls]
+    if calls:
+        gen_ai["tool_calls"] = json_safe(calls[:16])
+    gen_ai["content_captured"] = bool(inputs or outputs)
+    if inputs or outputs:
+        messages = _messages_metadata(inputs, outputs, options)
+        if messages is not None:
+            gen_ai["messages"] = messages
+        else:
+            truncated.append("messages")
+    if truncated:
+        gen_ai["content_truncated"] = truncated
+
+
+def _otel_metadata(view: SpanView, dialect: str) -> Dict[str, Any]:
+    otel: Dict[str, Any] = {
+        "trace_id": f"{view.trace_id:032x}",
+        "span_id": f"{view.span_id:016x}",
+        "span_name": view.name,
+        "span_kind": view.kind,
+        "dialect": dialect,
+    }
+    if view.parent_span_id:
+        otel["parent_span_id"] = f"{view.parent_span_id:016x}"
+    if view.scope_name:
+        otel["scope"] = f"{view.scope_name}@{view.scope_version}" if view.scope_version else view.scope_name
+    resource = {key: json_safe(view.resource[key]) for key in _RESOURCE_KEYS if key in view.resource}
+    if resource:
+        otel["resource"] = resource
+    return otel
+
+
+_RESOURCE_KEYS = ("service.name", "service.version", "service.namespace", "deployment.environment",
+                  "deployment.environment.name", "telemetry.sdk.language")  # fmt: skip
+
+
+def _redacted(event: Dict[str, Any], options: MappingOptions) -> Optional[Dict[str, Any]]:
+    cost_source = event.pop("_cost_source", None)
+    if cost_source:
+        event["metadata"]["gen_ai"]["cost_source"] = cost_source
+    if options.redact is None:
+        return event
+    try:
+        return options.redact(event)
+    except Exception:  # the hook is user code: fail closed on content, keep the bill
+        logger.exception("redact hook failed; record sent without prompt, answer and messages")
+        for field in ("prompt", "answer"):
+            event.pop(field, None)
+        event["metadata"]["gen_ai"].pop("messages", None)
+        event["metadata"]["gen_ai"]["content_captured"] = False
+        return event
+
+
+def iter_content_logs(logs: Iterable[LogView]) -> List[LogView]:
+    """The log records that carry GenAI content (the rest cost nothing further)."""
+    return [log for log in logs if log.event_name in semconv.CONTENT_EVENTS]

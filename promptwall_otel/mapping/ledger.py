@@ -1,0 +1,178 @@
+"""Trace-level billing rules: one event per LLM call, aggregates never on top of their calls.
+
+Per-span mapping cannot see that an agent span sums its children's usage, or
+that two instrumentations wrapped the same client call. This ledger remembers,
+per trace and within bounds, which inference spans were billed, and applies
+the rules of ``docs/mapping.md`` ("Billing rules"). It does no I/O; it is the
+only piece of the mapping that keeps state, and that state is a bounded cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .builder import Classification, Inherited, SpanClass, build_event, classify
+from .options import MappingOptions
+from .view import LogView, SpanView
+
+LogsFor = Callable[[SpanView], Sequence[LogView]]
+InheritedFor = Callable[[SpanView], Inherited]
+
+_TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
+
+
+class _Trace:
+    __slots__ = ("calls", "aggregate_request_id")
+
+    def __init__(self) -> None:
+        # span_id -> (request_id, parent_span_id, had_tokens) of inference spans already mapped
+        self.calls: Dict[int, Tuple[str, Optional[int], bool]] = {}
+        self.aggregate_request_id: Optional[str] = None
+
+
+def _has_tokens(event: Dict[str, Any]) -> bool:
+    return any(event.get(name) for name in ("prompt_tokens", "completion_tokens", "total_tokens"))
+
+
+def merge_duplicate(primary: Dict[str, Any], other: Dict[str, Any]) -> Dict[str, Any]:
+    """Two records of one call: ``primary``'s values win, ``other`` fills what it lacks."""
+    for key, value in other.items():
+        if key == "metadata":
+            continue
+        primary.setdefault(key, value)
+    meta = primary.setdefault("metadata", {})
+    other_meta = other.get("metadata", {})
+    for key, value in other_meta.items():
+        if key == "gen_ai":
+            for gen_key, gen_value in value.items():
+                if gen_key == "content_captured":
+                    meta["gen_ai"]["content_captured"] = meta["gen_ai"].get("content_captured") or gen_value
+                else:
+                    meta["gen_ai"].setdefault(gen_key, gen_value)
+        elif key != "otel":
+            meta.setdefault(key, value)
+    duplicates = meta["otel"].setdefault("duplicate_spans", [])
+    duplicates.append(other_meta.get("otel", {}).get("span_id"))
+    return primary
+
+
+def _primary_first(a: Dict[str, Any], b: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Which record of a duplicate pair leads: the one with usage, then the one keyed by response id."""
+
+    def rank(event: Dict[str, Any]) -> Tuple[bool, bool]:
+        return _has_tokens(event), event["request_id"].startswith("gen-")
+
+    return (b, a) if rank(b) > rank(a) else (a, b)
+
+
+class TraceLedger:
+    """Bounded memory of recent traces; thread-safe. One per exporter or receiver replica."""
+
+    def __init__(self, max_traces: int = 20_000, max_calls_per_trace: int = 512) -> None:
+        self._traces: "OrderedDict[int, _Trace]" = OrderedDict()
+        self._max_traces = max_traces
+        self._max_calls = max_calls_per_trace
+        self._lock = threading.Lock()
+
+    def _trace(self, trace_id: int) -> _Trace:
+        trace = self._traces.get(trace_id)
+        if trace is None:
+            trace = self._traces[trace_id] = _Trace()
+            if len(self._traces) > self._max_traces:
+                self._traces.popitem(last=False)
+        else:
+            self._traces.move_to_end(trace_id)
+        return trace
+
+    def map_batch(
+        self,
+        views: Sequence[SpanView],
+        options: MappingOptions,
+        logs_for: Optional[LogsFor] = None,
+        inherited_for: Optional[InheritedFor] = None,
+    ) -> List[Dict[str, Any]]:
+        """Records for a batch of finished spans, in the order they ended."""
+        classified: List[Tuple[SpanView, Classification]] = []
+        for view in views:
+            classification = classify(view)
+            if classification.span_class in (SpanClass.INFERENCE, SpanClass.AGGREGATE):
+                classified.append((view, classification))
+        if not classified:
+            return []
+        out: List[Dict[str, Any]] = []
+        # span_id -> record emitted in this batch, so a duplicate arriving later can merge into it
+        in_batch: Dict[int, Dict[str, Any]] = {}
+        with self._lock:
+            for view, classification in classified:
+                inherited = inherited_for(view) if inherited_for else Inherited()
+                if classification.span_class is SpanClass.AGGREGATE:
+                    event = self._aggregate(view, classification, inherited, options)
+                    if event is not None:
+                        out.append(event)
+                    continue
+                logs = logs_for(view) if logs_for else ()
+                event = build_event(view, logs, inherited, options, classification)
+                if event is None:
+                    continue
+                trace = self._trace(view.trace_id)
+                if trace.aggregate_request_id is not None and _has_tokens(event):
+                    # Its agent was billed from its aggregate already (it ended after it): keep the call, not its bill.
+                    usage = event["metadata"]["gen_ai"].setdefault("usage", {})
+                    for name in _TOKEN_FIELDS:
+                        if name in event:
+                            usage[name] = event.pop(name)
+                    event["metadata"]["gen_ai"]["billed_in"] = trace.aggregate_request_id
+                twin = self._twin(trace, view)
+                if twin is not None:
+                    twin_id, twin_event = twin, in_batch.get(twin)
+                    if twin_event is None:
+                        if trace.calls[twin_id][2] or not _has_tokens(event):
+                            continue  # its twin left in an earlier batch and carried the bill
+                        out.append(event)  # the twin had no usage: this record carries the bill
+                        in_batch[view.span_id] = event
+                        self._remember(trace, view, event)
+                        continue
+                    primary, other = _primary_first(twin_event, event)
+                    merged = merge_duplicate(dict(primary), other)
+                    index = out.index(twin_event)
+                    out[index] = merged
+                    in_batch[twin_id] = in_batch[view.span_id] = merged
+                    self._remember(trace, view, merged)
+                    self._remember_id(trace, twin_id, merged)
+                    continue
+                out.append(event)
+                in_batch[view.span_id] = event
+                self._remember(trace, view, event)
+        return out
+
+    def _twin(self, trace: _Trace, view: SpanView) -> Optional[int]:
+        """An already-mapped inference span that is this span's parent or child: the same call."""
+        if view.parent_span_id is not None and view.parent_span_id in trace.calls:
+            return view.parent_span_id
+        for span_id, (_, parent, _) in trace.calls.items():
+            if parent == view.span_id:
+                return span_id
+        return None
+
+    def _remember(self, trace: _Trace, view: SpanView, event: Dict[str, Any]) -> None:
+        if len(trace.calls) < self._max_calls:
+            trace.calls[view.span_id] = (event["request_id"], view.parent_span_id, _has_tokens(event))
+
+    def _remember_id(self, trace: _Trace, span_id: int, event: Dict[str, Any]) -> None:
+        _, parent, _ = trace.calls.get(span_id, ("", None, False))
+        trace.calls[span_id] = (event["request_id"], parent, _has_tokens(event))
+
+    def _aggregate(
+        self, view: SpanView, classification: Classification, inherited: Inherited, options: MappingOptions
+    ) -> Optional[Dict[str, Any]]:
+        """An agent/workflow span is billed only if it carries usage and no call of its trace was billed."""
+        trace = self._trace(view.trace_id)
+        if any(had_tokens for _, _, had_tokens in trace.calls.values()) or trace.aggregate_request_id:
+            return None
+        event = build_event(view, (), inherited, options, classification)
+        if event is None or not _has_tokens(event):
+            return None
+        trace.aggregate_request_id = event["request_id"]
+        return event

@@ -1,0 +1,202 @@
+"""One message model for every way producers write conversations.
+
+Semantic-convention parts (``{role, parts: [{type: text, content}]}``),
+OpenAI chat messages (``{role, content, tool_calls}``), the 1.28 message
+events, AI SDK parts (``{type: text, text}``) all become :class:`Message`;
+the record then only needs "the latest user turn" and "the first answer".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from .values import parse_json, text
+
+ToolCall = Tuple[str, str]
+"""(name, arguments as text)."""
+
+
+class Message:
+    __slots__ = ("role", "text", "tool_calls", "finish_reason")
+
+    def __init__(
+        self,
+        role: str,
+        text: str = "",
+        tool_calls: Sequence[ToolCall] = (),
+        finish_reason: Optional[str] = None,
+    ) -> None:
+        self.role = role
+        self.text = text
+        self.tool_calls = list(tool_calls)
+        self.finish_reason = finish_reason
+
+    def as_dict(self) -> dict:
+        out: dict = {"role": self.role}
+        if self.text:
+            out["content"] = self.text
+        if self.tool_calls:
+            out["tool_calls"] = [{"name": name, "arguments": args} for name, args in self.tool_calls]
+        if self.finish_reason:
+            out["finish_reason"] = self.finish_reason
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Message) and self.as_dict() == other.as_dict()
+
+    def __repr__(self) -> str:
+        return f"Message({self.as_dict()!r})"
+
+
+def _arguments(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def content_text(content: Any) -> str:
+    """Text of a content value: a string, a list of parts, or a part."""
+    if content is None:
+        return ""
+    if isinstance(content, (str, bytes)):
+        return text(content) or ""
+    if isinstance(content, Mapping):
+        kind = content.get("type")
+        if kind in (None, "text", "input_text", "output_text") or "text" in content:
+            return text(content.get("text", content.get("content"))) or ""
+        return ""
+    if isinstance(content, (list, tuple)):
+        return "\n".join(filter(None, (content_text(part) for part in content)))
+    return text(content) or ""
+
+
+def _tool_call(raw: Any) -> Optional[ToolCall]:
+    if not isinstance(raw, Mapping):
+        return None
+    function = raw.get("function") if isinstance(raw.get("function"), Mapping) else raw
+    name = text(function.get("name") or raw.get("toolName") or raw.get("tool_name"))
+    if not name:
+        return None
+    arguments = function.get("arguments", raw.get("args", raw.get("input")))
+    return name, _arguments(parse_json(arguments) if isinstance(arguments, str) else arguments)
+
+
+def _tool_calls(raw: Any) -> List[ToolCall]:
+    raw = parse_json(raw) if isinstance(raw, str) else raw
+    if not isinstance(raw, (list, tuple)):
+        return []
+    return [call for call in (_tool_call(item) for item in raw) if call]
+
+
+def from_parts_message(raw: Mapping[str, Any], default_role: str) -> Message:
+    """A semantic-convention message: ``{role, parts: [...], finish_reason}`` (1.37+)."""
+    texts: List[str] = []
+    calls: List[ToolCall] = []
+    for part in raw.get("parts") or ():
+        if not isinstance(part, Mapping):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(text(part.get("content", part.get("text"))) or "")
+        elif kind == "tool_call":
+            name = text(part.get("name"))
+            if name:
+                calls.append((name, _arguments(part.get("arguments"))))
+        elif kind == "tool_call_response":
+            texts.append(content_text(_arguments(part.get("response", part.get("result")))))
+    return Message(
+        text(raw.get("role")) or default_role,
+        "\n".join(filter(None, texts)),
+        calls,
+        text(raw.get("finish_reason")),
+    )
+
+
+def from_chat_message(raw: Mapping[str, Any], default_role: str) -> Message:
+    """An OpenAI-style chat message, 1.28 event body or AI SDK message."""
+    if "parts" in raw and "content" not in raw:
+        return from_parts_message(raw, default_role)
+    inner = raw.get("message")
+    if isinstance(inner, Mapping):  # a 1.28 gen_ai.choice body
+        message = from_chat_message(inner, default_role)
+        message.tool_calls = message.tool_calls or _tool_calls(raw.get("tool_calls"))
+        message.finish_reason = text(raw.get("finish_reason")) or message.finish_reason
+        return message
+    content = raw.get("content")
+    calls = _tool_calls(raw.get("tool_calls"))
+    if isinstance(content, (list, tuple)):  # AI SDK parts may carry tool calls
+        calls += [c for c in (_tool_call(p) for p in content if isinstance(p, Mapping) and p.get("type") == "tool-call") if c]
+    return Message(
+        text(raw.get("role")) or default_role, content_text(content), calls, text(raw.get("finish_reason"))
+    )
+
+
+def messages_from(value: Any, default_role: str = "user") -> List[Message]:
+    """Messages from any of the shapes above, given as structure or JSON text.
+
+    A bare string is one message of ``default_role``; unparseable JSON text is
+    kept as that string rather than lost.
+    """
+    if value is None:
+        return []
+    parsed = parse_json(value)
+    if parsed is None:
+        if isinstance(value, (str, bytes)):
+            body = text(value)
+            return [Message(default_role, body)] if body else []
+        return []
+    if isinstance(parsed, str):
+        return [Message(default_role, parsed)] if parsed.strip() else []
+    if isinstance(parsed, Mapping):
+        for key in ("messages", "choices"):
+            if isinstance(parsed.get(key), list):
+                return messages_from(parsed[key], default_role)
+        if "prompt" in parsed or "system" in parsed:  # AI SDK ai.prompt
+            out = [Message("system", content_text(parsed["system"]))] if parsed.get("system") else []
+            return out + messages_from(parsed.get("prompt"), default_role)
+        parsed = [parsed]
+    if not isinstance(parsed, (list, tuple)):
+        return []
+    out: List[Message] = []
+    for item in parsed:
+        if isinstance(item, Mapping):
+            out.append(from_chat_message(item, default_role))
+        elif isinstance(item, str) and item.strip():
+            out.append(Message(default_role, item))
+    return out
+
+
+def system_instructions(value: Any) -> List[Message]:
+    """``gen_ai.system_instructions``: a bare list of parts, as one system message."""
+    parsed = parse_json(value)
+    if isinstance(parsed, list):
+        body = "\n".join(filter(None, (content_text(part) for part in parsed)))
+        return [Message("system", body)] if body else []
+    return messages_from(value, "system")
+
+
+def prompt_of(messages: Iterable[Message]) -> Optional[str]:
+    """The latest user turn's text; without user turns, the last message's."""
+    last: Optional[Message] = None
+    for message in reversed(list(messages)):
+        if last is None and message.text:
+            last = message
+        if message.role == "user" and message.text:
+            return message.text
+    return last.text if last else None
+
+
+def answer_of(messages: Sequence[Message]) -> Optional[str]:
+    """The first choice's text, or its tool calls written readably."""
+    for message in messages:
+        if message.text:
+            return message.text
+        if message.tool_calls:
+            return "\n".join(f"[tool call] {name}({args})" for name, args in message.tool_calls)
+    return None

@@ -1,0 +1,103 @@
+"""OpenInference (Arize Phoenix) spans.
+
+The kind is explicit (``openinference.span.kind``); ``llm.model_name`` is the
+response model; the request model and parameters live only in the
+``llm.invocation_parameters`` JSON; the response id only in ``output.value``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from .messages import Message, ToolCall, messages_from
+from .values import parse_json, text
+
+SPAN_KIND = "openinference.span.kind"
+MODEL = ("llm.response.model_name", "llm.model_name", "embedding.model_name")
+REQUEST_MODEL = ("llm.request.model_name",)
+PROVIDER = ("llm.provider", "llm.system")
+INPUT_TOKENS = ("llm.token_count.prompt",)
+OUTPUT_TOKENS = ("llm.token_count.completion",)
+TOTAL_TOKENS = ("llm.token_count.total",)
+CACHE_READ = ("llm.token_count.prompt_details.cache_read",)
+CACHE_WRITE = ("llm.token_count.prompt_details.cache_write",)
+REASONING = ("llm.token_count.completion_details.reasoning",)
+COST = ("llm.cost.total",)
+SESSION = ("session.id",)
+USER = ("user.id",)
+METADATA = "metadata"
+TAGS = "tag.tags"
+AGENT_NAME = ("agent.name",)
+INVOCATION_PARAMETERS = "llm.invocation_parameters"
+
+INFERENCE_KINDS = frozenset({"LLM"})
+EMBEDDING_KINDS = frozenset({"EMBEDDING"})
+AGGREGATE_KINDS = frozenset({"AGENT", "CHAIN"})
+CONTEXT_KINDS = frozenset({"TOOL", "RETRIEVER", "RERANKER", "GUARDRAIL", "EVALUATOR", "PROMPT", "UNKNOWN"})
+
+_INPUT = "llm.input_messages."
+_OUTPUT = "llm.output_messages."
+
+
+def has_indexed_content(attrs: Mapping[str, Any]) -> bool:
+    return any(f"{prefix}0.message.{field}" in attrs for prefix in (_INPUT, _OUTPUT) for field in ("role", "content"))
+
+
+def _indexed(attrs: Mapping[str, Any], prefix: str, default_role: str) -> List[Message]:
+    rows: Dict[int, Dict[str, Any]] = {}
+    for key, value in attrs.items():
+        if key.startswith(prefix):
+            index, _, field = key[len(prefix):].partition(".message.")
+            if index.isdigit() and field:
+                rows.setdefault(int(index), {})[field] = value
+    messages = []
+    for index in sorted(rows):
+        row = rows[index]
+        parts = []
+        j = 0
+        while f"contents.{j}.message_content.type" in row or f"contents.{j}.message_content.text" in row:
+            parts.append(text(row.get(f"contents.{j}.message_content.text")) or "")
+            j += 1
+        calls: List[ToolCall] = []
+        j = 0
+        while f"tool_calls.{j}.tool_call.function.name" in row:
+            calls.append((text(row[f"tool_calls.{j}.tool_call.function.name"]) or "",
+                          text(row.get(f"tool_calls.{j}.tool_call.function.arguments")) or ""))  # fmt: skip
+            j += 1
+        body = text(row.get("content")) or "\n".join(filter(None, parts))
+        messages.append(Message(text(row.get("role")) or default_role, body, calls))
+    return messages
+
+
+def messages(attrs: Mapping[str, Any]) -> Tuple[List[Message], List[Message]]:
+    """Indexed messages, else the raw request/response in ``input.value``/``output.value``."""
+    inputs = _indexed(attrs, _INPUT, "user")
+    outputs = _indexed(attrs, _OUTPUT, "assistant")
+    if not inputs and attrs.get("input.value") is not None:
+        inputs = messages_from(attrs["input.value"], "user")
+    if not outputs and attrs.get("output.value") is not None:
+        outputs = messages_from(attrs["output.value"], "assistant")
+    return inputs, outputs
+
+
+def _output_json(attrs: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    if "json" not in str(attrs.get("output.mime_type", "")):
+        return None
+    parsed = parse_json(attrs.get("output.value"))
+    return parsed if isinstance(parsed, Mapping) else None
+
+
+def response_id(attrs: Mapping[str, Any]) -> Optional[str]:
+    """The provider's response id, which OpenInference keeps only inside ``output.value``."""
+    output = _output_json(attrs)
+    return text(output.get("id")) if output else None
+
+
+def invocation_parameters(attrs: Mapping[str, Any]) -> Dict[str, Any]:
+    parsed = parse_json(attrs.get(INVOCATION_PARAMETERS))
+    return dict(parsed) if isinstance(parsed, Mapping) else {}
+
+
+def user_metadata(attrs: Mapping[str, Any]) -> Dict[str, Any]:
+    parsed = parse_json(attrs.get(METADATA))
+    return dict(parsed) if isinstance(parsed, Mapping) else {}

@@ -1,0 +1,78 @@
+"""OpenLLMetry (Traceloop): the legacy indexed form and the SDK's own attributes.
+
+Releases up to 0.53 write ``gen_ai.prompt.N.*``/``gen_ai.completion.N.*``,
+``llm.request.type`` and ``llm.usage.total_tokens``; newer ones write the
+semantic conventions (handled by :mod:`.semconv`). Every release marks
+workflow/task/agent/tool spans with ``traceloop.span.kind`` and stamps
+``traceloop.association.properties.*`` on every span of a context.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from .messages import Message, ToolCall
+from .values import text
+
+REQUEST_TYPE = "llm.request.type"
+SPAN_KIND = "traceloop.span.kind"
+TOTAL_TOKENS = ("llm.usage.total_tokens",)
+REASONING = ("llm.usage.reasoning_tokens",)
+USER = ("llm.user",)
+WORKFLOW_NAME = ("traceloop.workflow.name",)
+ASSOCIATION_PREFIX = "traceloop.association.properties."
+SESSION = (ASSOCIATION_PREFIX + "session_id",)
+USER_ID = (ASSOCIATION_PREFIX + "user_id",)
+
+INFERENCE_REQUEST_TYPES = frozenset({"chat", "completion"})
+EMBEDDING_REQUEST_TYPES = frozenset({"embedding"})
+AGGREGATE_KINDS = frozenset({"workflow", "agent"})
+CONTEXT_KINDS = frozenset({"task", "tool", "unknown"})
+
+_PROMPT = "gen_ai.prompt."
+_COMPLETION = "gen_ai.completion."
+
+
+def has_indexed_content(attrs: Mapping[str, Any]) -> bool:
+    return any(f"{prefix}0.{field}" in attrs for prefix in (_PROMPT, _COMPLETION) for field in ("content", "role"))
+
+
+def _indexed(attrs: Mapping[str, Any], prefix: str, default_role: str) -> List[Message]:
+    # Group gen_ai.prompt.<i>.<field>; only numeric <i> (gen_ai.prompt.name is a 1.39 semconv attribute).
+    rows: Dict[int, Dict[str, Any]] = {}
+    for key, value in attrs.items():
+        if not key.startswith(prefix):
+            continue
+        index, _, field = key[len(prefix):].partition(".")
+        if index.isdigit() and field:
+            rows.setdefault(int(index), {})[field] = value
+    messages = []
+    for index in sorted(rows):
+        row = rows[index]
+        calls: List[ToolCall] = []
+        j = 0
+        while f"tool_calls.{j}.name" in row:
+            calls.append((text(row[f"tool_calls.{j}.name"]) or "", text(row.get(f"tool_calls.{j}.arguments")) or ""))
+            j += 1
+        messages.append(
+            Message(text(row.get("role")) or default_role, text(row.get("content")) or "", calls,
+                    text(row.get("finish_reason")))  # fmt: skip
+        )
+    return messages
+
+
+def indexed_messages(attrs: Mapping[str, Any]) -> Tuple[List[Message], List[Message]]:
+    return _indexed(attrs, _PROMPT, "user"), _indexed(attrs, _COMPLETION, "assistant")
+
+
+def association_properties(attrs: Mapping[str, Any]) -> Dict[str, Any]:
+    """User-set association properties other than the session and user ids."""
+    return {
+        key[len(ASSOCIATION_PREFIX):]: value
+        for key, value in attrs.items()
+        if key.startswith(ASSOCIATION_PREFIX) and key not in SESSION + USER_ID
+    }
+
+
+def finish_reason(attrs: Mapping[str, Any]) -> Optional[str]:
+    return text(attrs.get("llm.response.finish_reason") or attrs.get("gen_ai.response.finish_reason"))

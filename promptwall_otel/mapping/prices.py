@@ -1,0 +1,114 @@
+"""The dated price table behind ``cost_usd`` when a span carries no cost.
+
+Lookup order and sources are in ``docs/prices.md``. An unknown model gets no
+cost: a guessed price would be a wrong bill that looks right.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from importlib import resources
+from typing import Dict, Mapping, Optional
+
+logger = logging.getLogger("promptwall_otel")
+
+_DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
+_UNIT = "USD per 1,000,000 tokens"
+
+
+class PriceTable:
+    """Per-model prices in USD per 1M tokens: ``input``, ``output``, ``cached_input``, ``cache_write``."""
+
+    def __init__(self, models: Mapping[str, Mapping[str, float]], version: str = "", source: str = "") -> None:
+        self.models = {key.lower(): dict(value) for key, value in models.items()}
+        self.version = version
+        self.source = source
+        # Longest keys first, so the prefix fallback finds the most specific entry.
+        self._by_length = sorted(self.models, key=len, reverse=True)
+        self._cache: Dict[str, Optional[Dict[str, float]]] = {}
+
+    @classmethod
+    def load(cls, override_path: Optional[str] = None) -> "PriceTable":
+        """The shipped table, with a user's file of the same format merged over it."""
+        shipped = json.loads(resources.files(__package__).joinpath("prices.json").read_text("utf-8"))
+        models = dict(shipped["models"])
+        version = shipped.get("version", "")
+        source = shipped.get("source", "")
+        if override_path:
+            try:
+                with open(override_path, encoding="utf-8") as handle:
+                    override = json.load(handle)
+                if override.get("unit", _UNIT) != _UNIT:
+                    raise ValueError(f"unit must be {_UNIT!r}")
+                models.update(override["models"])
+                version = f"{version}+{override.get('version', 'custom')}"
+                source = f"{source}; overridden by {override_path}"
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                logger.warning("price file %s not used (%s); using the shipped table", override_path, exc)
+        return cls(models, version, source)
+
+    def lookup(self, model: str) -> Optional[Dict[str, float]]:
+        """Prices for ``model``: exact, date suffix dropped, provider prefix dropped, longest ``-`` prefix."""
+        key = model.strip().lower()
+        if key in self._cache:
+            return self._cache[key]
+        found = self._find(key)
+        if len(self._cache) < 4096:
+            self._cache[key] = found
+        return found
+
+    def _find(self, key: str) -> Optional[Dict[str, float]]:
+        candidates = [key]
+        if "/" in key:
+            candidates.append(key.rsplit("/", 1)[1])
+        for candidate in candidates:
+            for name in (candidate, _DATE_SUFFIX.sub("", candidate)):
+                if name in self.models:
+                    return self.models[name]
+        for candidate in candidates:
+            for name in self._by_length:
+                if candidate.startswith(name + "-"):
+                    return self.models[name]
+        return None
+
+    def cost(
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> Optional[float]:
+        """USD for one call, cache-aware; None if the model is unknown.
+
+        ``prompt_tokens`` includes the cached ones (semconv >= 1.40); tokens in
+        a cache bucket without its own price are charged at the input price.
+        """
+        prices = self.lookup(model)
+        if prices is None:
+            return None
+        input_price = prices.get("input", 0.0)
+        cache_read = min(cache_read_tokens, prompt_tokens)
+        cache_write = min(cache_write_tokens, prompt_tokens - cache_read)
+        uncached = prompt_tokens - cache_read - cache_write
+        total = (
+            uncached * input_price
+            + cache_read * prices.get("cached_input", input_price)
+            + cache_write * prices.get("cache_write", input_price)
+            + completion_tokens * prices.get("output", 0.0)
+        )
+        return round(total / 1_000_000, 10)
+
+
+_default: Optional[PriceTable] = None
+
+
+def default_table() -> PriceTable:
+    """The shipped table, loaded once."""
+    global _default
+    if _default is None:
+        _default = PriceTable.load()
+    return _default
+

@@ -1,0 +1,154 @@
+"""Turning whatever an attribute holds into what a record field needs.
+
+Producers send the wrong types, negative counts, bytes that are not UTF-8 and
+JSON that does not parse. Every helper here returns a sane value or None and
+reports what it repaired, never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Iterable, List, Mapping, Optional, Sequence
+
+MAX_JSON_DEPTH = 20
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def first(attrs: Mapping[str, Any], keys: Iterable[str]) -> Any:
+    """The value of the first key present and not empty: the ordered lookup."""
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def text(value: Any) -> Optional[str]:
+    """A clean string from an attribute value, None if there is nothing.
+
+    Bytes are decoded as UTF-8 with replacement; lone surrogates (what a
+    bad decode leaves in a str) become U+FFFD so the record can be encoded.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    elif not isinstance(value, str):
+        if isinstance(value, (list, tuple)):
+            return ", ".join(filter(None, (text(item) for item in value))) or None
+        value = str(value)
+    value = repair(value)
+    value = value.strip()
+    return value or None
+
+
+def repair(value: str) -> str:
+    """``value`` with anything UTF-8 cannot encode replaced, cheaply when it is clean."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", value)
+
+
+def count(value: Any, field: str, warnings: List[str]) -> Optional[int]:
+    """A non-negative token count, or None with a warning saying why it was dropped."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (bytes, str)):
+        raw = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            warnings.append(f"{field}: not a number ({raw[:40]!r}), dropped")
+            return None
+    if isinstance(value, (list, tuple)):
+        warnings.append(f"{field}: array instead of a number, dropped")
+        return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        warnings.append(f"{field}: not a finite number, dropped")
+        return None
+    if value < 0:
+        warnings.append(f"{field}: negative ({value}), dropped")
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        warnings.append(f"{field}: fractional ({value}), rounded")
+    return int(round(value))
+
+
+def number(value: Any) -> Optional[float]:
+    """A finite float from a number or numeric string, else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def parse_json(value: Any) -> Any:
+    """Structured data from a JSON string (or bytes); other values pass through; bad JSON gives None."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        stripped = value.strip()
+        if not stripped or stripped[0] not in "[{\"":
+            return None
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            return None
+    return value
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """Something ``json.dumps`` accepts whatever OTel or a user put in an attribute."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return repair(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if depth >= MAX_JSON_DEPTH:
+        return "…"
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(item, depth + 1) for item in value]
+    return repair(str(value))
+
+
+TRUNCATION_MARKER = "…[truncated {total} bytes]"
+
+
+def truncate(value: str, max_bytes: int) -> str:
+    """``value`` cut to ``max_bytes`` of UTF-8 plus a marker, never inside a character."""
+    encoded = value.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return value
+    # errors="ignore" drops the partial character the byte cut may leave at the end.
+    return encoded[:max_bytes].decode("utf-8", "ignore") + TRUNCATION_MARKER.format(total=len(encoded))
+
+
+def strings(value: Any) -> List[str]:
+    """A list of strings from an array attribute, a JSON array string, or one string."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        parsed = parse_json(value) if value.startswith("[") else None
+        if isinstance(parsed, list):
+            value = parsed
+        else:
+            return [value]
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, str)):
+        return [item for item in (text(v) for v in value) if item]
+    single = text(value)
+    return [single] if single else []

@@ -1,0 +1,145 @@
+"""One neutral view of a finished span and of a log record, whatever carried it.
+
+An SDK ``ReadableSpan`` in-process and an OTLP protobuf span in the receiver
+become the same :class:`SpanView`, so there is exactly one mapping to get
+right. Ids are ints, times are nanoseconds since the epoch, attribute values
+are what OTel allows (str, bool, int, float, bytes and sequences of those).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence, Tuple
+
+__all__ = ["SpanView", "EventView", "LogView", "from_readable_span", "from_sdk_log"]
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+class EventView:
+    """A span event: name, time and attributes."""
+
+    __slots__ = ("name", "time_ns", "attributes")
+
+    def __init__(self, name: str, time_ns: int = 0, attributes: Optional[Mapping[str, Any]] = None) -> None:
+        self.name = name
+        self.time_ns = time_ns
+        self.attributes = attributes or _EMPTY
+
+
+class LogView:
+    """A log record that may carry GenAI content for the span it points at."""
+
+    __slots__ = ("trace_id", "span_id", "event_name", "body", "attributes", "time_ns")
+
+    def __init__(
+        self,
+        trace_id: int,
+        span_id: int,
+        event_name: Optional[str],
+        body: Any = None,
+        attributes: Optional[Mapping[str, Any]] = None,
+        time_ns: int = 0,
+    ) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.event_name = event_name
+        self.body = body
+        self.attributes = attributes or _EMPTY
+        self.time_ns = time_ns
+
+    def __repr__(self) -> str:
+        return f"LogView(event_name={self.event_name!r}, span_id={self.span_id:016x})"
+
+
+class SpanView:
+    """What the mapping needs from a finished span, and nothing else."""
+
+    __slots__ = (
+        "name", "kind", "trace_id", "span_id", "parent_span_id", "start_ns", "end_ns",
+        "status_code", "status_message", "attributes", "events", "resource", "scope_name", "scope_version",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        name: str,
+        trace_id: int,
+        span_id: int,
+        start_ns: int,
+        end_ns: int,
+        attributes: Mapping[str, Any],
+        parent_span_id: Optional[int] = None,
+        kind: str = "INTERNAL",
+        status_code: str = "UNSET",
+        status_message: Optional[str] = None,
+        events: Sequence[EventView] = (),
+        resource: Optional[Mapping[str, Any]] = None,
+        scope_name: str = "",
+        scope_version: Optional[str] = None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_span_id = parent_span_id
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.status_code = status_code
+        self.status_message = status_message
+        self.attributes = attributes
+        self.events = events
+        self.resource = resource or _EMPTY
+        self.scope_name = scope_name
+        self.scope_version = scope_version
+
+    @property
+    def ids(self) -> Tuple[int, int]:
+        return self.trace_id, self.span_id
+
+    def __repr__(self) -> str:
+        return f"SpanView(name={self.name!r}, trace_id={self.trace_id:032x}, span_id={self.span_id:016x})"
+
+
+def from_readable_span(span: Any) -> SpanView:
+    """View of an OpenTelemetry SDK ``ReadableSpan`` (no copies of the attribute maps)."""
+    context = span.context
+    parent = span.parent
+    scope = span.instrumentation_scope
+    status = span.status
+    return SpanView(
+        name=span.name,
+        trace_id=context.trace_id,
+        span_id=context.span_id,
+        parent_span_id=parent.span_id if parent is not None else None,
+        start_ns=span.start_time or 0,
+        end_ns=span.end_time or span.start_time or 0,
+        attributes=span.attributes or _EMPTY,
+        kind=span.kind.name,
+        status_code=status.status_code.name,
+        status_message=status.description,
+        events=[EventView(event.name, event.timestamp, event.attributes) for event in span.events],
+        resource=span.resource.attributes if span.resource is not None else _EMPTY,
+        scope_name=scope.name if scope is not None else "",
+        scope_version=scope.version if scope is not None else None,
+    )
+
+
+def from_sdk_log(record: Any) -> Optional[LogView]:
+    """View of an SDK log record (``LogData``/``ReadableLogRecord`` or ``LogRecord``); None without a span.
+
+    The event name moved from the ``event.name`` attribute to a field of its
+    own in newer SDKs; both are read.
+    """
+    log = getattr(record, "log_record", record)
+    span_id = getattr(log, "span_id", 0) or 0
+    if not span_id:
+        return None
+    attributes = getattr(log, "attributes", None) or _EMPTY
+    event_name = getattr(log, "event_name", None) or attributes.get("event.name")
+    return LogView(
+        trace_id=getattr(log, "trace_id", 0) or 0,
+        span_id=span_id,
+        event_name=event_name,
+        body=getattr(log, "body", None),
+        attributes=attributes,
+        time_ns=getattr(log, "timestamp", None) or getattr(log, "observed_timestamp", None) or 0,
+    )
