@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -23,3 +25,18 @@ def backend() -> Iterator[LocalBackend]:
 def api(backend: LocalBackend) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=backend.url, headers={"X-API-Key": API_KEY}, timeout=10) as client:
         yield client
+
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples" / "fake_llm"))
+
+
+@pytest.fixture(scope="session")
+def fake_llm() -> Iterator[str]:
+    """The fake OpenAI-compatible server shipped in examples/, on a free port; yields its root URL."""
+    from server import start_fake_llm  # examples/fake_llm/server.py
+
+    server, url = start_fake_llm()
+    yield url
+    server.shutdown()
+    server.server_close()

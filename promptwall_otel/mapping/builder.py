@@ -300,9 +300,12 @@ def _tokens(attrs: Mapping[str, Any], dialect: str, provider: Optional[str], war
 def _status(view: SpanView, attrs: Mapping[str, Any], reasons: Optional[List[str]]) -> Tuple[str, Optional[Dict[str, Any]]]:
     error_type = text(attrs.get(semconv.ERROR_TYPE))
     if view.status_code == "ERROR" or error_type:
-        error = {"type": error_type or "error"}
-        if view.status_message:
-            error["message"] = truncate(text(view.status_message) or "", 1024)
+        # Some producers (OpenInference) only record the exception event.
+        exception = next((e.attributes for e in view.events if e.name == "exception"), {})
+        error = {"type": error_type or text(exception.get("exception.type")) or "error"}
+        message = text(view.status_message) or text(exception.get("exception.message"))
+        if message:
+            error["message"] = truncate(message, 1024)
         return "error", error
     if reasons and "content_filter" in reasons:
         return "blocked", None
@@ -478,6 +481,13 @@ def _fill_cost(event: Dict[str, Any], attrs: Mapping[str, Any], tokens: Mapping[
 def _fill_content(event: Dict[str, Any], gen_ai: Dict[str, Any], view: SpanView, logs: Sequence[LogView],
                   dialect: str, options: MappingOptions) -> None:  # fmt: skip
     inputs, outputs = _conversation(view, logs, dialect)
+    calls = [{"name": name, "arguments": args} for message in outputs for name, args in message.tool_calls]
+    if calls:
+        gen_ai["tool_calls"] = json_safe(calls[:16])
+    if not any(message.text for message in (*inputs, *outputs)):
+        # Producers with capture off still emit empty message events: roles are not content.
+        gen_ai["content_captured"] = False
+        return
     prompt = prompt_of(inputs)
     answer = answer_of(outputs)
     truncated = []
@@ -487,16 +497,12 @@ def _fill_content(event: Dict[str, Any], gen_ai: Dict[str, Any], view: SpanView,
             if clipped is not value:
                 truncated.append(field)
             event[field] = clipped
-    calls = [{"name": name, "arguments": args} for message in outputs for name, args in message.tool_calls]
-    if calls:
-        gen_ai["tool_calls"] = json_safe(calls[:16])
-    gen_ai["content_captured"] = bool(inputs or outputs)
-    if inputs or outputs:
-        messages = _messages_metadata(inputs, outputs, options)
-        if messages is not None:
-            gen_ai["messages"] = messages
-        else:
-            truncated.append("messages")
+    gen_ai["content_captured"] = True
+    messages = _messages_metadata(inputs, outputs, options)
+    if messages is not None:
+        gen_ai["messages"] = messages
+    else:
+        truncated.append("messages")
     if truncated:
         gen_ai["content_truncated"] = truncated
 

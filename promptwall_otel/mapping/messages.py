@@ -49,15 +49,23 @@ class Message:
         return f"Message({self.as_dict()!r})"
 
 
-def _arguments(value: Any) -> str:
+def arguments_text(value: Any) -> str:
+    """Tool-call arguments as compact JSON text, however the producer formatted them."""
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value
+    if isinstance(value, (str, bytes)):
+        parsed = parse_json(value)
+        if parsed is None or isinstance(parsed, str):
+            return text(value) or ""
+        value = parsed
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
     except (TypeError, ValueError):
         return str(value)
+
+
+REDACTION_MARKERS = frozenset({"__REDACTED__"})
+"""What producers write instead of content they were told to hide (OpenInference)."""
 
 
 def content_text(content: Any) -> str:
@@ -65,7 +73,8 @@ def content_text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, (str, bytes)):
-        return text(content) or ""
+        found = text(content) or ""
+        return "" if found in REDACTION_MARKERS else found
     if isinstance(content, Mapping):
         kind = content.get("type")
         if kind in (None, "text", "input_text", "output_text") or "text" in content:
@@ -83,8 +92,7 @@ def _tool_call(raw: Any) -> Optional[ToolCall]:
     name = text(function.get("name") or raw.get("toolName") or raw.get("tool_name"))
     if not name:
         return None
-    arguments = function.get("arguments", raw.get("args", raw.get("input")))
-    return name, _arguments(parse_json(arguments) if isinstance(arguments, str) else arguments)
+    return name, arguments_text(function.get("arguments", raw.get("args", raw.get("input"))))
 
 
 def _tool_calls(raw: Any) -> List[ToolCall]:
@@ -107,9 +115,9 @@ def from_parts_message(raw: Mapping[str, Any], default_role: str) -> Message:
         elif kind == "tool_call":
             name = text(part.get("name"))
             if name:
-                calls.append((name, _arguments(part.get("arguments"))))
+                calls.append((name, arguments_text(part.get("arguments"))))
         elif kind == "tool_call_response":
-            texts.append(content_text(_arguments(part.get("response", part.get("result")))))
+            texts.append(content_text(arguments_text(part.get("response", part.get("result")))))
     return Message(
         text(raw.get("role")) or default_role,
         "\n".join(filter(None, texts)),
@@ -148,11 +156,12 @@ def messages_from(value: Any, default_role: str = "user") -> List[Message]:
     parsed = parse_json(value)
     if parsed is None:
         if isinstance(value, (str, bytes)):
-            body = text(value)
+            body = content_text(value)
             return [Message(default_role, body)] if body else []
         return []
     if isinstance(parsed, str):
-        return [Message(default_role, parsed)] if parsed.strip() else []
+        body = content_text(parsed)
+        return [Message(default_role, body)] if body else []
     if isinstance(parsed, Mapping):
         for key in ("messages", "choices"):
             if isinstance(parsed.get(key), list):

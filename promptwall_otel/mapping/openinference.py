@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .messages import Message, ToolCall, messages_from
+from .messages import Message, ToolCall, arguments_text, content_text, messages_from
 from .values import parse_json, text
 
 SPAN_KIND = "openinference.span.kind"
@@ -62,9 +62,9 @@ def _indexed(attrs: Mapping[str, Any], prefix: str, default_role: str) -> List[M
         j = 0
         while f"tool_calls.{j}.tool_call.function.name" in row:
             calls.append((text(row[f"tool_calls.{j}.tool_call.function.name"]) or "",
-                          text(row.get(f"tool_calls.{j}.tool_call.function.arguments")) or ""))  # fmt: skip
+                          arguments_text(row.get(f"tool_calls.{j}.tool_call.function.arguments"))))  # fmt: skip
             j += 1
-        body = text(row.get("content")) or "\n".join(filter(None, parts))
+        body = content_text(row.get("content")) or "\n".join(filter(None, parts))
         messages.append(Message(text(row.get("role")) or default_role, body, calls))
     return messages
 

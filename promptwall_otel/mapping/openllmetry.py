@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .messages import Message, ToolCall
+from .messages import Message, ToolCall, arguments_text, content_text
 from .values import text
 
 REQUEST_TYPE = "llm.request.type"
@@ -52,10 +52,10 @@ def _indexed(attrs: Mapping[str, Any], prefix: str, default_role: str) -> List[M
         calls: List[ToolCall] = []
         j = 0
         while f"tool_calls.{j}.name" in row:
-            calls.append((text(row[f"tool_calls.{j}.name"]) or "", text(row.get(f"tool_calls.{j}.arguments")) or ""))
+            calls.append((text(row[f"tool_calls.{j}.name"]) or "", arguments_text(row.get(f"tool_calls.{j}.arguments"))))
             j += 1
         messages.append(
-            Message(text(row.get("role")) or default_role, text(row.get("content")) or "", calls,
+            Message(text(row.get("role")) or default_role, content_text(row.get("content")), calls,
                     text(row.get("finish_reason")))  # fmt: skip
         )
     return messages
