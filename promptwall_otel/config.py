@@ -123,3 +123,80 @@ def mapping_options(environ: Optional[Mapping[str, str]] = None, **overrides: An
     }
     values.update({key: value for key, value in overrides.items() if value is not None})
     return MappingOptions(**values)
+
+
+# --- exporter -----------------------------------------------------------------
+
+ENV_API_KEY = "PROMPTWALL_API_KEY"
+ENV_BASE_URL = "PROMPTWALL_BASE_URL"
+DEFAULT_BASE_URL = "https://api.prompt-wall.com"
+ENV_ENDPOINT = "OTEL_EXPORTER_PROMPTWALL_ENDPOINT"
+ENV_HEADERS = "OTEL_EXPORTER_PROMPTWALL_HEADERS"
+ENV_TIMEOUT = "OTEL_EXPORTER_PROMPTWALL_TIMEOUT"
+ENV_COMPRESSION = "OTEL_EXPORTER_PROMPTWALL_COMPRESSION"
+ENV_CERTIFICATE = "OTEL_EXPORTER_PROMPTWALL_CERTIFICATE"
+ENV_SPOOL = "PROMPTWALL_SPOOL"
+ENV_SPOOL_DIR = "PROMPTWALL_SPOOL_DIR"
+ENV_SPOOL_MAX_BYTES = "PROMPTWALL_SPOOL_MAX_BYTES"
+ENV_RETRY_WINDOW = "PROMPTWALL_RETRY_WINDOW_SECONDS"
+ENV_MAX_BATCH_BYTES = "PROMPTWALL_MAX_BATCH_BYTES"
+ENV_BSP_SCHEDULE_DELAY = "OTEL_BSP_SCHEDULE_DELAY"
+ENV_BSP_MAX_QUEUE_SIZE = "OTEL_BSP_MAX_QUEUE_SIZE"
+ENV_BSP_MAX_EXPORT_BATCH_SIZE = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
+ENV_BSP_EXPORT_TIMEOUT = "OTEL_BSP_EXPORT_TIMEOUT"
+
+DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
+
+
+def env_float(name: str, default: float, environ: Optional[Mapping[str, str]] = None) -> float:
+    raw = _env(environ).get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+        if value > 0:
+            return value
+    except ValueError:
+        pass
+    logger.warning("%s=%r is not a positive number; using the default %s", name, raw, default)
+    return default
+
+
+def parse_headers(raw: str) -> Dict[str, str]:
+    """OTel's ``k=v,k2=v2`` header list (values percent-decoded); malformed pairs are skipped with a warning."""
+    from urllib.parse import unquote
+
+    headers: Dict[str, str] = {}
+    for pair in filter(None, (item.strip() for item in raw.split(","))):
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            logger.warning("%s: ignoring malformed entry (expected key=value)", ENV_HEADERS)
+            continue
+        headers[unquote(name.strip())] = unquote(value.strip())
+    return headers
+
+
+def events_endpoint(base_url: Optional[str] = None, endpoint: Optional[str] = None,
+                    environ: Optional[Mapping[str, str]] = None) -> str:  # fmt: skip
+    """``endpoint`` | ``$OTEL_EXPORTER_PROMPTWALL_ENDPOINT`` | ``{base}/v1/events``."""
+    explicit = endpoint or env_str(ENV_ENDPOINT, environ)
+    if explicit:
+        return explicit
+    base = base_url or env_str(ENV_BASE_URL, environ) or DEFAULT_BASE_URL
+    return base.rstrip("/") + "/v1/events"
+
+
+def compression(value: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> str:
+    raw = (value or env_str(ENV_COMPRESSION, environ) or "gzip").lower()
+    if raw not in ("gzip", "none"):
+        logger.warning("%s=%r is not gzip or none; using gzip", ENV_COMPRESSION, raw)
+        return "gzip"
+    return raw
+
+
+def default_spool_dir(endpoint: str, api_key: Optional[str]) -> str:
+    """One spool per endpoint and key, in the user's cache dir, so records never go to the wrong tenant."""
+    import hashlib
+
+    label = hashlib.sha256(f"{endpoint}\n{api_key or ''}".encode("utf-8", "replace")).hexdigest()[:16]
+    return str(Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / "spool" / label)

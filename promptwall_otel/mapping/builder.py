@@ -69,6 +69,15 @@ _SESSION_KEYS = ("promptwall.session_id",) + semconv.CONVERSATION + openinferenc
 _USER_KEYS = ("promptwall.user_id",) + openinference.USER + ("enduser.id",) + openllmetry.USER_ID + vercel.USER \
     + ("langfuse.user.id",) + semconv.USER + openllmetry.USER + ("enduser.pseudo.id",)  # fmt: skip
 
+# Attributes (on an ancestor span, or baggage entries) whose values descendants inherit, in priority order.
+INHERITED_KEYS = {
+    **{key: "session_id" for key in _SESSION_KEYS},
+    **{key: "user_id" for key in _USER_KEYS},
+    "promptwall.use_case": "use_case",
+    "promptwall.team_id": "team_id",
+}
+INHERITED_KEY_SET = frozenset(INHERITED_KEYS)
+
 # Lowercased provider values of every dialect → PromptWall's provider names.
 _PROVIDERS = {
     "az.ai.openai": "azure", "azure.ai.openai": "azure", "az.ai.inference": "azure", "azure.ai.inference": "azure",

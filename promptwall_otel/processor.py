@@ -1,0 +1,215 @@
+"""``PromptWallSpanProcessor``: only GenAI spans leave, and never on the app's thread.
+
+The application thread does two cheap things: at span start it records what
+the span inherits (session, user, use case, team, metadata from its parent
+span and from baggage), and at span end it drops non-GenAI spans after one
+set test or appends the GenAI span to a bounded queue. Mapping, encoding and
+network I/O happen on one background worker, which also replays the spool.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any, Deque, Dict, List, Optional
+
+from opentelemetry import baggage, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from . import config
+from ._ratelimit import RateLimitedLogger
+from .exporter import PromptWallSpanExporter
+from .mapping import Inherited, is_genai
+from .mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
+
+logger = logging.getLogger("promptwall_otel")
+
+_SHUTDOWN_FLUSH_S = 5.0
+
+
+def _inherited_from(attributes: Any, base: Optional[Inherited], with_metadata: bool = False) -> Optional[Inherited]:
+    """``base`` overlaid with what ``attributes`` (a parent span's, or baggage) say; None if nothing.
+
+    Span attributes are checked with one set test so that ordinary spans cost
+    almost nothing; ``promptwall.metadata.*`` is read from baggage only, since
+    finding a prefix means looking at every key.
+    """
+    if not attributes:
+        return base
+    found: Dict[str, Any] = {}
+    if not INHERITED_KEY_SET.isdisjoint(attributes.keys()):
+        for key, field in INHERITED_KEYS.items():
+            value = attributes.get(key)
+            if value is not None and value != "" and field not in found:
+                found[field] = str(value)
+    if with_metadata:
+        metadata = {k[len(_METADATA_PREFIX):]: v for k, v in attributes.items() if k.startswith(_METADATA_PREFIX)}
+        if metadata:
+            found["metadata"] = {**(base.metadata if base else {}), **metadata}
+    if not found:
+        return base
+    return base._replace(**found) if base else Inherited(**found)
+
+
+_METADATA_PREFIX = "promptwall.metadata."
+
+
+class PromptWallSpanProcessor(SpanProcessor):
+    """Batches recorded GenAI spans (sampled or not) to a :class:`PromptWallSpanExporter`.
+
+    ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BSP_MAX_QUEUE_SIZE``,
+    ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` and ``OTEL_BSP_EXPORT_TIMEOUT`` are
+    honoured as by the SDK's ``BatchSpanProcessor``.
+    """
+
+    def __init__(
+        self,
+        exporter: Optional[PromptWallSpanExporter] = None,
+        *,
+        max_queue_size: Optional[int] = None,
+        schedule_delay_millis: Optional[float] = None,
+        max_export_batch_size: Optional[int] = None,
+        export_timeout_millis: Optional[float] = None,
+        **exporter_options: Any,
+    ) -> None:
+        self.exporter = exporter or PromptWallSpanExporter(**exporter_options)
+        self.max_queue_size = max_queue_size or config.env_int(config.ENV_BSP_MAX_QUEUE_SIZE, 2048, minimum=1)
+        self.schedule_delay_s = (schedule_delay_millis or config.env_float(config.ENV_BSP_SCHEDULE_DELAY, 5000)) / 1000
+        self.max_export_batch_size = min(
+            max_export_batch_size or config.env_int(config.ENV_BSP_MAX_EXPORT_BATCH_SIZE, 512, minimum=1),
+            self.max_queue_size,
+        )
+        self.export_timeout_s = (export_timeout_millis or config.env_float(config.ENV_BSP_EXPORT_TIMEOUT, 30000)) / 1000
+        self._contexts = self.exporter.contexts
+        self._log = RateLimitedLogger(logger)
+        self._start_worker()
+        weak_reinit = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (weak_reinit() or (lambda: None))())
+        weak_shutdown = weakref.WeakMethod(self.shutdown)
+        atexit.register(lambda: (weak_shutdown() or (lambda: None))())
+
+    def _start_worker(self) -> None:
+        self._queue: Deque[ReadableSpan] = collections.deque()
+        self._wake = threading.Event()
+        self._flush_requests: List[threading.Event] = []
+        self._stopping = False
+        self._pending_start_replay = True
+        self._worker = threading.Thread(target=self._run, name="promptwall-export", daemon=True)
+        self._worker.start()
+
+    def _after_fork(self) -> None:
+        # The child inherits the parent's queue (the parent exports those) but not its thread.
+        self.exporter.reinit_after_fork()
+        self._start_worker()
+
+    # --- application thread --------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
+        try:
+            parent = trace.get_current_span(parent_context)
+            parent_span_context = parent.get_span_context()
+            base = self._contexts.get(parent_span_context.span_id) if parent_span_context.is_valid else None
+            bag = baggage.get_all(parent_context)
+            if bag:
+                base = _inherited_from(bag, base, with_metadata=True)
+            # A live parent's attributes as they are now (those set after its start included) win over baggage.
+            base = _inherited_from(getattr(parent, "attributes", None), base)
+            if base is not None:
+                self._contexts.put(span.context.span_id, base)
+        except Exception:  # never into the app
+            self._log.log(logging.ERROR, "on_start", "PromptWall on_start failed", exc_info=True)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            if not is_genai(span.attributes):
+                self._contexts.discard(span.context.span_id)
+                return
+            queue = self._queue
+            if len(queue) >= self.max_queue_size:
+                self.exporter.stats.add("dropped")
+                self._log.log(logging.WARNING, "queue-full", "PromptWall queue full (%d spans): span dropped; "
+                              "raise OTEL_BSP_MAX_QUEUE_SIZE", self.max_queue_size)  # fmt: skip
+                return
+            queue.append(span)
+            if len(queue) >= self.max_export_batch_size:
+                self._wake.set()
+        except Exception:
+            self._log.log(logging.ERROR, "on_end", "PromptWall on_end failed", exc_info=True)
+
+    # --- worker ---------------------------------------------------------------
+
+    def _take(self) -> List[ReadableSpan]:
+        batch: List[ReadableSpan] = []
+        queue = self._queue
+        while queue and len(batch) < self.max_export_batch_size:
+            batch.append(queue.popleft())
+        return batch
+
+    def _run(self) -> None:
+        if self._pending_start_replay:
+            self._pending_start_replay = False
+            self.exporter.replay_spool(self.export_timeout_s)
+        while True:
+            self._wake.wait(self.schedule_delay_s)
+            self._wake.clear()
+            self._drain(time.monotonic() + self.export_timeout_s)
+            for request in self._pop_flush_requests():
+                request.set()
+            if self._stopping and not self._queue:
+                return
+
+    def _drain(self, deadline: float) -> None:
+        while self._queue:
+            batch = self._take()
+            try:
+                self.exporter.export(batch, deadline)
+            except Exception:
+                self._log.log(logging.ERROR, "export", "PromptWall export failed", exc_info=True)
+            if self._stopping and time.monotonic() > deadline:
+                return
+
+    def _pop_flush_requests(self) -> List[threading.Event]:
+        requests, self._flush_requests = self._flush_requests, []
+        return requests
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export everything queued now; True if done within the timeout."""
+        if not self._worker.is_alive():
+            return not self._queue
+        done = threading.Event()
+        self._flush_requests.append(done)
+        self._wake.set()
+        return done.wait(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        """Flush within a bounded time (``OTEL_BSP_EXPORT_TIMEOUT``, at most 5 s); what is left goes to the spool."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._worker.join(min(self.export_timeout_s, _SHUTDOWN_FLUSH_S))
+        delivery = self.exporter.delivery
+        delivery.stop_event.set()  # retry waits end; anything sent from now on is spooled
+        self._worker.join(0.5)
+        if self._worker.is_alive():
+            delivery.keep_inflight()  # stuck in a request: keep its batch too
+        leftover = self._take_all()
+        if leftover:
+            self.exporter.export(leftover, time.monotonic())
+        self.exporter.shutdown()
+
+    def _take_all(self) -> List[ReadableSpan]:
+        batch = list(self._queue)
+        self._queue.clear()
+        return batch
+
+    def stats(self) -> Dict[str, int]:
+        return self.exporter.stats_snapshot()

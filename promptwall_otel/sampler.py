@@ -1,0 +1,69 @@
+"""Sampling must not lose bills: GenAI spans stay recorded in unsampled traces.
+
+``GenAIRecordingSampler`` wraps any sampler. When it drops a span that looks
+like an LLM call (judged from the attributes given at span creation), the
+span is still *recorded* but not *sampled*: the stock ``BatchSpanProcessor``
+and every other exporter ignore it, while ``PromptWallSpanProcessor`` takes
+recorded GenAI spans whether sampled or not.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
+
+from .mapping import is_genai
+
+
+class GenAIRecordingSampler(Sampler):
+    """Delegates to ``root``; turns its DROP into RECORD_ONLY for GenAI spans."""
+
+    def __init__(self, root: Sampler) -> None:
+        self.root = root
+
+    def should_sample(
+        self,
+        parent_context: Optional[Context],
+        trace_id: int,
+        name: str,
+        kind: Optional[SpanKind] = None,
+        attributes: Attributes = None,
+        links: Optional[Sequence[Link]] = None,
+        trace_state: Optional[TraceState] = None,
+    ) -> SamplingResult:
+        result = self.root.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+        if result.decision is Decision.DROP and attributes and is_genai(attributes):
+            return SamplingResult(Decision.RECORD_ONLY, attributes, result.trace_state)
+        return result
+
+    def get_description(self) -> str:
+        return f"GenAIRecordingSampler{{{self.root.get_description()}}}"
+
+
+def _ratio(argument: Optional[str]) -> float:
+    try:
+        value = float(argument) if argument not in (None, "") else 1.0
+    except ValueError:
+        value = 1.0
+    return min(1.0, max(0.0, value))
+
+
+def traceidratio(argument: Optional[str] = None) -> Sampler:
+    """``OTEL_TRACES_SAMPLER=promptwall_traceidratio`` with ``OTEL_TRACES_SAMPLER_ARG=<ratio>``."""
+    return GenAIRecordingSampler(TraceIdRatioBased(_ratio(argument)))
+
+
+def parentbased_traceidratio(argument: Optional[str] = None) -> Sampler:
+    """``OTEL_TRACES_SAMPLER=promptwall_parentbased_traceidratio`` with ``OTEL_TRACES_SAMPLER_ARG=<ratio>``."""
+    return GenAIRecordingSampler(ParentBased(TraceIdRatioBased(_ratio(argument))))

@@ -1,0 +1,115 @@
+"""One POST to ``/v1/events`` and what its answer means. No retries here: see :mod:`.delivery`."""
+
+from __future__ import annotations
+
+import enum
+import gzip
+import json
+import ssl
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any, Dict, Mapping, NamedTuple, Optional
+
+import httpx
+
+from ..version import __version__
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class Verdict(enum.Enum):
+    DELIVERED = "delivered"  # 200/207/400: the backend decided about every record
+    RETRY = "retry"  # transient: 429, 5xx, timeout, connection error
+    TOO_LARGE = "too_large"  # 413: split and try again
+    UNAUTHORIZED = "unauthorized"  # 401/403: the key is wrong; keep the records
+    MISCONFIGURED = "misconfigured"  # 404, 415...: the endpoint is wrong; keep the records
+
+
+class Answer(NamedTuple):
+    verdict: Verdict
+    status: Optional[int]
+    body: Optional[Dict[str, Any]]
+    retry_after_s: Optional[float]
+    detail: str
+
+
+def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is None:
+        return None
+    return max(0.0, moment.timestamp() - (now if now is not None else time.time()))
+
+
+class EventsClient:
+    """A pooled HTTP client bound to one endpoint and key. The key lives only in the headers."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        api_key: Optional[str],
+        headers: Optional[Mapping[str, str]] = None,
+        timeout_s: float = 10.0,
+        compression: str = "gzip",
+        certificate_file: Optional[str] = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.compression = compression
+        self.has_key = bool(api_key)
+        base_headers = {"Content-Type": "application/json", "User-Agent": f"promptwall-otel/{__version__}"}
+        base_headers.update(headers or {})
+        if api_key:
+            base_headers["X-API-Key"] = api_key
+        if compression == "gzip":
+            base_headers["Content-Encoding"] = "gzip"
+        verify: Any = ssl.create_default_context(cafile=certificate_file) if certificate_file else True
+
+        def make() -> httpx.Client:
+            # trust_env: HTTPS_PROXY / NO_PROXY and friends are honoured, as users expect.
+            return httpx.Client(headers=base_headers, timeout=timeout_s, verify=verify, trust_env=True)
+
+        self._make = make
+        self._client = make()
+
+    def after_fork(self) -> None:
+        """New pool in a forked child; the parent's sockets stay the parent's (not closed here)."""
+        self._client = self._make()
+
+    def __repr__(self) -> str:
+        return f"EventsClient(endpoint={self.endpoint!r}, api_key={'<set>' if self.has_key else '<missing>'})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def post(self, payload: bytes) -> Answer:
+        body = gzip.compress(payload, compresslevel=5) if self.compression == "gzip" else payload
+        try:
+            response = self._client.post(self.endpoint, content=body)
+        except httpx.TimeoutException as exc:
+            return Answer(Verdict.RETRY, None, None, None, f"timeout ({type(exc).__name__})")
+        except httpx.HTTPError as exc:
+            return Answer(Verdict.RETRY, None, None, None, f"connection error ({type(exc).__name__})")
+        status = response.status_code
+        try:
+            parsed = response.json()
+            data = parsed if isinstance(parsed, dict) else None
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            data = None
+        detail = f"HTTP {status}"
+        if status in (200, 207, 400):
+            return Answer(Verdict.DELIVERED, status, data, None, detail)
+        if status in RETRYABLE_STATUSES:
+            return Answer(Verdict.RETRY, status, data, parse_retry_after(response.headers.get("Retry-After")), detail)
+        if status == 413:
+            return Answer(Verdict.TOO_LARGE, status, data, None, detail)
+        if status in (401, 403):
+            return Answer(Verdict.UNAUTHORIZED, status, data, None, detail)
+        return Answer(Verdict.MISCONFIGURED, status, data, None, detail)
