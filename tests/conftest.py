@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Dict, Iterator, List
 
 import httpx
 import pytest
@@ -40,3 +42,39 @@ def fake_llm() -> Iterator[str]:
     yield url
     server.shutdown()
     server.server_close()
+
+
+APP = ROOT / "tests" / "apps" / "llm_app.py"
+
+
+def app_env(backend_url: str, llm_url: str, spool_dir: str, **extra: str) -> Dict[str, str]:
+    """Environment for tests/apps/llm_app.py: PromptWall at the backend, OpenAI at the fake LLM."""
+    env = dict(os.environ)
+    env.update(
+        PROMPTWALL_API_KEY=API_KEY,
+        PROMPTWALL_BASE_URL=backend_url,
+        PROMPTWALL_SPOOL_DIR=spool_dir,
+        OPENAI_BASE_URL=llm_url + "/v1",
+        OPENAI_API_KEY="sk-fake",
+        OTEL_SERVICE_NAME="e2e-app",
+        OTEL_RESOURCE_ATTRIBUTES="service.version=2.0",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_BSP_SCHEDULE_DELAY="200",
+    )
+    env.update(extra)
+    return env
+
+
+def run_app(mode: str, env: Dict[str, str], *args: str, timeout: float = 120) -> "subprocess.CompletedProcess[str]":
+    """Run the test app (``code`` or ``zero`` under opentelemetry-instrument) to completion."""
+    if mode == "zero":
+        command = [str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable, str(APP), "zero", *args]
+    else:
+        command = [sys.executable, str(APP), "code", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def stored_events(url: str, **params: Any) -> List[Dict[str, Any]]:
+    response = httpx.get(url + "/api/console/requests", params={"limit": 1000, **params}, headers={"X-API-Key": API_KEY})
+    assert response.status_code == 200, response.text
+    return list(reversed(response.json()["requests"]))  # oldest first
