@@ -79,7 +79,7 @@ class PromptWallSpanExporter(SpanExporter):
             spool_store,
             self.stats,
             max_batch_bytes=max_batch_bytes or config.env_int(config.ENV_MAX_BATCH_BYTES, 4 * 1024 * 1024, minimum=1024),
-            retry_window_s=retry_window or config.env_float(config.ENV_RETRY_WINDOW, 30.0),
+            retry_window_s=retry_window or config.env_float(config.ENV_RETRY_WINDOW, 10.0),
             api_key_env=config.ENV_API_KEY,
         )
         self.mapping = mapping or config.mapping_options(**mapping_overrides)

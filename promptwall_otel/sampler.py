@@ -24,10 +24,16 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from .mapping import is_genai
+from .mapping.builder import INHERITED_KEY_SET
 
 
 class GenAIRecordingSampler(Sampler):
-    """Delegates to ``root``; turns its DROP into RECORD_ONLY for GenAI spans."""
+    """Delegates to ``root``; turns its DROP into RECORD_ONLY for GenAI spans.
+
+    Spans created with a session or user attribute (``gen_ai.conversation.id``,
+    ``user.id``, ``promptwall.*``...) are kept recorded too, so the LLM calls
+    beneath them can inherit those ids.
+    """
 
     def __init__(self, root: Sampler) -> None:
         self.root = root
@@ -43,7 +49,9 @@ class GenAIRecordingSampler(Sampler):
         trace_state: Optional[TraceState] = None,
     ) -> SamplingResult:
         result = self.root.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
-        if result.decision is Decision.DROP and attributes and is_genai(attributes):
+        if result.decision is Decision.DROP and attributes and (
+            is_genai(attributes) or not INHERITED_KEY_SET.isdisjoint(attributes.keys())
+        ):
             return SamplingResult(Decision.RECORD_ONLY, attributes, result.trace_state)
         return result
 

@@ -7,6 +7,7 @@ source attributes in priority order, this is ``docs/mapping.md``.
 
 from __future__ import annotations
 
+import copy
 import enum
 import hashlib
 import json
@@ -17,7 +18,7 @@ from ..record import STATUSES, format_ns
 from . import logfire, openinference, openllmetry, semconv, vercel
 from .messages import Message, answer_of, prompt_of
 from .options import MappingOptions
-from .values import count, first, json_safe, number, strings, text, truncate
+from .values import count, first, json_safe, number, repair, strings, text, truncate
 from .view import LogView, SpanView
 
 logger = logging.getLogger("promptwall_otel")
@@ -50,7 +51,7 @@ GENAI_MARKERS = frozenset({
 })  # fmt: skip
 
 _MODEL_KEYS = semconv.RESPONSE_MODEL + openinference.MODEL + vercel.MODEL + semconv.REQUEST_MODEL \
-    + openinference.REQUEST_MODEL + vercel.REQUEST_MODEL  # fmt: skip
+    + openinference.REQUEST_MODEL + vercel.REQUEST_MODEL + logfire.MODEL  # fmt: skip
 _REQUEST_MODEL_KEYS = semconv.REQUEST_MODEL + openinference.REQUEST_MODEL + vercel.REQUEST_MODEL
 _PROVIDER_KEYS = semconv.PROVIDER + openinference.PROVIDER + vercel.PROVIDER
 _INPUT_KEYS = semconv.INPUT_TOKENS + openinference.INPUT_TOKENS + vercel.INPUT_TOKENS
@@ -167,10 +168,7 @@ def normalize_provider(raw: Optional[str]) -> Optional[str]:
     if not raw:
         return None
     lowered = raw.strip().lower()
-    if lowered in _PROVIDERS:
-        return _PROVIDERS[lowered]
-    head = lowered.split(".", 1)[0]  # AI SDK "openai.chat"
-    return _PROVIDERS.get(head, head)
+    return _PROVIDERS.get(lowered, lowered)
 
 
 def _response_id(attrs: Mapping[str, Any], dialect: str) -> Optional[str]:
@@ -276,6 +274,8 @@ def _tokens(attrs: Mapping[str, Any], dialect: str, provider: Optional[str], war
     prompt = count(first(attrs, _INPUT_KEYS), "prompt_tokens", warnings)
     completion = count(first(attrs, _OUTPUT_KEYS), "completion_tokens", warnings)
     total = count(first(attrs, _TOTAL_KEYS), "total_tokens", warnings)
+    if prompt is None and completion is None and total is not None and attrs.get(vercel.OPERATION_ID) in vercel.EMBEDDING_OPERATIONS:
+        prompt = total  # AI SDK embeddings: ai.usage.tokens is all input
     if prompt is None and completion is None and dialect == "logfire":
         usage = logfire.response_usage(attrs)
         if usage:
@@ -362,7 +362,8 @@ def build_event(
     attrs = view.attributes
     warnings: List[str] = []
     provider_raw = text(first(attrs, _PROVIDER_KEYS))
-    provider = normalize_provider(provider_raw)
+    ai_sdk_provider = provider_raw is not None and provider_raw == text(first(attrs, vercel.PROVIDER))
+    provider = normalize_provider(vercel.provider(provider_raw) if ai_sdk_provider and provider_raw else provider_raw)
     model = text(first(attrs, _MODEL_KEYS))
     request_model = text(first(attrs, _REQUEST_MODEL_KEYS))
     if model is None and dialect == "openinference":
@@ -371,6 +372,8 @@ def build_event(
     tokens = _tokens(attrs, dialect, provider, warnings)
     reasons = semconv.finish_reasons(attrs) or strings(first(attrs, vercel.FINISH_REASON)) or \
         strings(attrs.get("llm.finish_reason")) or strings(openllmetry.finish_reason(attrs))  # fmt: skip
+    # The output schema says tool_call; OpenAI, the 1.28 events and util-genai say tool_calls, the AI SDK tool-calls.
+    reasons = ["tool_call" if r in ("tool_calls", "tool-calls") else r for r in reasons]
     status, error = _status(view, attrs, reasons)
 
     event: Dict[str, Any] = {
@@ -455,7 +458,7 @@ def build_event(
         gen_ai["mapping_warnings"] = warnings
         logger.info("span %s mapped with repairs: %s", view.name, "; ".join(warnings))
 
-    metadata = {str(k): json_safe(v) for k, v in _user_metadata(view, dialect, inherited).items()}
+    metadata = {repair(str(k)): json_safe(v) for k, v in _user_metadata(view, dialect, inherited).items()}
     if openinference.TAGS in attrs:
         metadata.setdefault("tags", strings(attrs[openinference.TAGS]))
     metadata["gen_ai"] = gen_ai
@@ -520,14 +523,14 @@ def _otel_metadata(view: SpanView, dialect: str) -> Dict[str, Any]:
     otel: Dict[str, Any] = {
         "trace_id": f"{view.trace_id:032x}",
         "span_id": f"{view.span_id:016x}",
-        "span_name": view.name,
+        "span_name": repair(view.name),
         "span_kind": view.kind,
         "dialect": dialect,
     }
     if view.parent_span_id:
         otel["parent_span_id"] = f"{view.parent_span_id:016x}"
     if view.scope_name:
-        otel["scope"] = f"{view.scope_name}@{view.scope_version}" if view.scope_version else view.scope_name
+        otel["scope"] = repair(f"{view.scope_name}@{view.scope_version}" if view.scope_version else view.scope_name)
     resource = {key: json_safe(view.resource[key]) for key in _RESOURCE_KEYS if key in view.resource}
     if resource:
         otel["resource"] = resource
@@ -544,15 +547,20 @@ def _redacted(event: Dict[str, Any], options: MappingOptions) -> Optional[Dict[s
         event["metadata"]["gen_ai"]["cost_source"] = cost_source
     if options.redact is None:
         return event
+    # The content-free record, built before the hook can mutate the event.
+    gen_ai = {k: v for k, v in event["metadata"]["gen_ai"].items() if k not in ("messages", "tool_calls", "content_truncated")}
+    gen_ai["content_captured"] = False
+    fallback = copy.deepcopy({**{k: v for k, v in event.items() if k not in ("prompt", "answer", "metadata")},
+                              "metadata": {**event["metadata"], "gen_ai": gen_ai}})
     try:
-        return options.redact(event)
+        result = options.redact(event)
     except Exception:  # the hook is user code: fail closed on content, keep the bill
         logger.exception("redact hook failed; record sent without prompt, answer and messages")
-        for field in ("prompt", "answer"):
-            event.pop(field, None)
-        event["metadata"]["gen_ai"].pop("messages", None)
-        event["metadata"]["gen_ai"]["content_captured"] = False
-        return event
+        return fallback
+    if result is None or isinstance(result, dict):
+        return result
+    logger.error("redact hook returned %s, not a record or None; record sent without content", type(result).__name__)
+    return fallback
 
 
 def iter_content_logs(logs: Iterable[LogView]) -> List[LogView]:

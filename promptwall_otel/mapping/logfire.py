@@ -16,6 +16,7 @@ from .values import parse_json
 ALL_MESSAGES = "pydantic_ai.all_messages"
 FINAL_RESULT = "final_result"
 AGENT_NAME = ("agent_name",)
+MODEL = ("model_name",)  # Pydantic AI agent run spans
 REQUEST_DATA = "request_data"
 RESPONSE_DATA = "response_data"
 

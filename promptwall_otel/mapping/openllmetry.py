@@ -74,5 +74,15 @@ def association_properties(attrs: Mapping[str, Any]) -> Dict[str, Any]:
     }
 
 
-def finish_reason(attrs: Mapping[str, Any]) -> Optional[str]:
-    return text(attrs.get("llm.response.finish_reason") or attrs.get("gen_ai.response.finish_reason"))
+def finish_reason(attrs: Mapping[str, Any]) -> Optional[List[str]]:
+    found = text(attrs.get("llm.response.finish_reason") or attrs.get("gen_ai.response.finish_reason"))
+    if found:
+        return [found]
+    reasons: List[str] = []  # legacy: one per choice, gen_ai.completion.<i>.finish_reason
+    i = 0
+    while any(f"{_COMPLETION}{i}.{field}" in attrs for field in ("finish_reason", "role", "content")):
+        reason = text(attrs.get(f"{_COMPLETION}{i}.finish_reason"))
+        if reason:
+            reasons.append(reason)
+        i += 1
+    return reasons or None

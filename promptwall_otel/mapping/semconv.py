@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Iterable, List, Mapping, Optional, Tuple
 
 from .messages import Message, messages_from, system_instructions
-from .values import parse_json
+from .values import parse_json, text
 
 OPERATION = "gen_ai.operation.name"
 PROVIDER = ("gen_ai.provider.name", "gen_ai.system")
@@ -96,7 +96,10 @@ def _event_body(name: str, body: Any, attributes: Mapping[str, Any]) -> Any:
     attributes, whole (``gen_ai.event.content`` as JSON) or field by field.
     """
     if body is not None:
-        return parse_json(body) if isinstance(body, (str, bytes)) else body
+        if isinstance(body, (str, bytes)):  # JSON that does not parse is kept as text
+            parsed = parse_json(body)
+            return parsed if parsed is not None else text(body)
+        return body
     packed = attributes.get("gen_ai.event.content")
     if packed is not None:
         return parse_json(packed)
@@ -148,5 +151,4 @@ def finish_reasons(attrs: Mapping[str, Any]) -> Optional[List[str]]:
     if raw is None:
         return None
     values = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else [raw]
-    # The schema says tool_call, the 1.28 events and python util-genai say tool_calls.
-    return [("tool_call" if str(v) == "tool_calls" else str(v)) for v in values]
+    return [str(v) for v in values]

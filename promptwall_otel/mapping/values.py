@@ -102,7 +102,7 @@ def parse_json(value: Any) -> Any:
             return None
         try:
             return json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting deeper than the interpreter's stack
             return None
     return value
 
@@ -120,7 +120,7 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     if depth >= MAX_JSON_DEPTH:
         return "…"
     if isinstance(value, Mapping):
-        return {str(key): json_safe(item, depth + 1) for key, item in value.items()}
+        return {repair(str(key)): json_safe(item, depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [json_safe(item, depth + 1) for item in value]
     return repair(str(value))

@@ -53,7 +53,7 @@ def messages(attrs: Mapping[str, Any]) -> Tuple[List[Message], List[Message]]:
 
 
 def provider(raw: str) -> str:
-    """``openai.chat`` / ``openai.responses`` → ``openai``."""
+    """``openai.chat`` / ``openai.responses`` → ``openai``; ``google.vertex`` → ``google``."""
     return raw.split(".", 1)[0]
 
 

@@ -72,7 +72,7 @@ class Delivery:
         spool: Optional[Spool],
         stats: ExportStats,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
-        retry_window_s: float = 30.0,
+        retry_window_s: float = 10.0,
         api_key_env: str = "PROMPTWALL_API_KEY",
     ) -> None:
         self.client = client
@@ -96,7 +96,8 @@ class Delivery:
         lines = self._encode_valid(records)
         if not lines:
             return True
-        deadline = deadline if deadline is not None else time.monotonic() + self.retry_window_s
+        window_end = time.monotonic() + self.retry_window_s
+        deadline = min(deadline, window_end) if deadline is not None else window_end
         if not self.client.has_key:
             self._log.log(logging.ERROR, "no-key", "no PromptWall API key: set %s; records are kept in the spool",
                           self.api_key_env)  # fmt: skip
