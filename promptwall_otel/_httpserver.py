@@ -76,6 +76,8 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "promptwall-otel"
+    # Headers and body go out as two writes; with Nagle on, the client's delayed ACK adds ~40 ms.
+    disable_nagle_algorithm = True
     sys_version = ""
 
     def parse_request(self) -> bool:

@@ -73,6 +73,7 @@ class PromptWallSpanExporter(SpanExporter):
             directory = spool_dir or config.env_str(config.ENV_SPOOL_DIR) or config.default_spool_dir(self.endpoint, key)
             limit = spool_max_bytes or config.env_int(config.ENV_SPOOL_MAX_BYTES, config.DEFAULT_SPOOL_MAX_BYTES, minimum=1)
             spool_store = Spool(directory, limit)
+        self.mapping = mapping or config.mapping_options(**mapping_overrides)
         self.stats = ExportStats()
         self.delivery = Delivery(
             client,
@@ -81,8 +82,9 @@ class PromptWallSpanExporter(SpanExporter):
             max_batch_bytes=max_batch_bytes or config.env_int(config.ENV_MAX_BATCH_BYTES, 4 * 1024 * 1024, minimum=1024),
             retry_window_s=retry_window or config.env_float(config.ENV_RETRY_WINDOW, 10.0),
             api_key_env=config.ENV_API_KEY,
+            validate=self.mapping.redact is not None,
         )
-        self.mapping = mapping or config.mapping_options(**mapping_overrides)
+
         self.contexts = contexts if contexts is not None else default_contexts
         self.content = content if content is not None else default_content
         self._ledger = TraceLedger()

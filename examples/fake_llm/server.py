@@ -302,6 +302,8 @@ def error_body(status: int, etype: str, message: str, code: Optional[str] = None
 class FakeLLMHandler(BaseHTTPRequestHandler):
     server_version = "fake-llm/1.0"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle on, the client's delayed ACK adds ~40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # quiet

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import enum
 import hashlib
-import json
 import logging
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -18,7 +17,7 @@ from ..record import STATUSES, format_ns
 from . import logfire, openinference, openllmetry, semconv, vercel
 from .messages import Message, answer_of, prompt_of
 from .options import MappingOptions
-from .values import count, first, json_safe, number, repair, strings, text, truncate
+from .values import Lookup, count, first, json_safe, number, repair, strings, text, truncate
 from .view import LogView, SpanView
 
 logger = logging.getLogger("promptwall_otel")
@@ -69,6 +68,29 @@ _SESSION_KEYS = ("promptwall.session_id",) + semconv.CONVERSATION + openinferenc
     + vercel.SESSION + ("langfuse.session.id", "gcp.vertex.agent.session_id")  # fmt: skip
 _USER_KEYS = ("promptwall.user_id",) + openinference.USER + ("enduser.id",) + openllmetry.USER_ID + vercel.USER \
     + ("langfuse.user.id",) + semconv.USER + openllmetry.USER + ("enduser.pseudo.id",)  # fmt: skip
+
+FIELDS = Lookup({
+    "provider": _PROVIDER_KEYS,
+    "ai_sdk_provider": vercel.PROVIDER,
+    "model": _MODEL_KEYS,
+    "request_model": _REQUEST_MODEL_KEYS,
+    "input": _INPUT_KEYS,
+    "output": _OUTPUT_KEYS,
+    "total": _TOTAL_KEYS,
+    "cache_read": _CACHE_READ_KEYS,
+    "cache_write": _CACHE_WRITE_KEYS,
+    "reasoning": _REASONING_KEYS,
+    "cost": _COST_KEYS,
+    "response_id": _RESPONSE_ID_KEYS,
+    "finish_reasons": vercel.FINISH_REASON + ("llm.finish_reason",),
+    "ttft_seconds": (semconv.TTFT_SECONDS,),
+    "ttft_ms": vercel.TTFT_MS,
+    "agent": semconv.AGENT_NAME + openinference.AGENT_NAME + logfire.AGENT_NAME,
+    "workflow": ("gen_ai.workflow.name",) + openllmetry.WORKFLOW_NAME + vercel.FUNCTION_ID,
+    "session": _SESSION_KEYS,
+    "user": _USER_KEYS,
+})  # fmt: skip
+"""Every single-valued field's sources; docs/mapping.md lists the same orders."""
 
 # Attributes (on an ancestor span, or baggage entries) whose values descendants inherit, in priority order.
 INHERITED_KEYS = {
@@ -171,8 +193,8 @@ def normalize_provider(raw: Optional[str]) -> Optional[str]:
     return _PROVIDERS.get(lowered, lowered)
 
 
-def _response_id(attrs: Mapping[str, Any], dialect: str) -> Optional[str]:
-    found = text(first(attrs, _RESPONSE_ID_KEYS))
+def _response_id(attrs: Mapping[str, Any], found_fields: Mapping[str, Any], dialect: str) -> Optional[str]:
+    found = text(found_fields.get("response_id"))
     if found is None and dialect == "openinference":
         found = openinference.response_id(attrs)
     return found
@@ -228,18 +250,52 @@ def _conversation(view: SpanView, logs: Sequence[LogView], dialect: str) -> Tupl
     return inputs, outputs
 
 
-def _user_metadata(view: SpanView, dialect: str, inherited: Inherited) -> Dict[str, Any]:
-    """Metadata the user chose: inherited, resource, then span ``promptwall.metadata.*`` and dialect equivalents."""
+_USER_PREFIXES = (METADATA_PREFIX, openllmetry.ASSOCIATION_PREFIX, vercel.METADATA_PREFIX)
+_NOT_USER_KEYS = frozenset(openllmetry.SESSION + openllmetry.USER_ID + vercel.SESSION + vercel.USER)
+
+
+def _prefixed(attributes: Mapping[str, Any]) -> Dict[str, Any]:
+    """``promptwall.metadata.*``, OpenLLMetry association properties, AI SDK telemetry metadata: one pass."""
+    found: Dict[str, Any] = {}
+    for key, value in attributes.items():
+        if key.startswith(_USER_PREFIXES) and key not in _NOT_USER_KEYS:
+            prefix = next(p for p in _USER_PREFIXES if key.startswith(p))
+            found[key[len(prefix):]] = value
+    return found
+
+
+class _ResourceFacts(NamedTuple):
+    integration_id: str
+    metadata: Dict[str, Any]
+    otel: Dict[str, Any]
+
+
+_resource_facts: Dict[int, Tuple[Mapping[str, Any], _ResourceFacts]] = {}
+
+
+def _facts(resource: Mapping[str, Any], options: MappingOptions) -> _ResourceFacts:
+    """What a resource contributes, computed once per resource (every span of a provider shares it)."""
+    cached = _resource_facts.get(id(resource))
+    if cached is not None and cached[0] is resource:
+        return cached[1]
+    service = text(resource.get("service.name")) or "unknown_service"
+    version = text(resource.get("service.version"))
+    facts = _ResourceFacts(
+        integration_id=(text(resource.get("promptwall.integration_id"))
+                        or (f"otel:{service}@{version}" if version else f"otel:{service}"))[:256],  # fmt: skip
+        metadata={k[len(METADATA_PREFIX):]: v for k, v in resource.items() if k.startswith(METADATA_PREFIX)},
+        otel={key: json_safe(resource[key]) for key in _RESOURCE_KEYS if key in resource},
+    )
+    if len(_resource_facts) >= 256:
+        _resource_facts.clear()
+    _resource_facts[id(resource)] = (resource, facts)
+    return facts
+
+
+def _user_metadata(view: SpanView, inherited: Inherited, facts: _ResourceFacts) -> Dict[str, Any]:
+    """Metadata the user chose: resource, inherited, then the span's own (nearest wins)."""
     attrs = view.attributes
-    found: Dict[str, Any] = dict(inherited.metadata)
-    for source in (view.resource, attrs):
-        for key, value in source.items():
-            if key.startswith(METADATA_PREFIX):
-                found[key[len(METADATA_PREFIX):]] = value
-    if any(key.startswith(openllmetry.ASSOCIATION_PREFIX) for key in attrs):
-        found.update(openllmetry.association_properties(attrs))
-    if dialect == "vercel":
-        found.update(vercel.user_metadata(attrs))
+    found: Dict[str, Any] = {**facts.metadata, **inherited.metadata, **_prefixed(attrs)}
     if openinference.METADATA in attrs:
         found.update(openinference.user_metadata(attrs))
     return found
@@ -250,14 +306,9 @@ def _dimension(attrs: Mapping[str, Any], resource: Mapping[str, Any], key: str, 
     return value[:256] if value else None
 
 
-def _integration_id(view: SpanView, options: MappingOptions) -> str:
-    explicit = text(view.attributes.get("promptwall.integration_id")) or options.integration_id \
-        or text(view.resource.get("promptwall.integration_id"))  # fmt: skip
-    if explicit:
-        return explicit[:256]
-    service = text(view.resource.get("service.name")) or "unknown_service"
-    version = text(view.resource.get("service.version"))
-    return (f"otel:{service}@{version}" if version else f"otel:{service}")[:256]
+def _integration_id(view: SpanView, options: MappingOptions, facts: _ResourceFacts) -> str:
+    explicit = text(view.attributes.get("promptwall.integration_id")) or options.integration_id
+    return explicit[:256] if explicit else facts.integration_id
 
 
 def _request_params(attrs: Mapping[str, Any], dialect: str) -> Dict[str, Any]:
@@ -269,11 +320,12 @@ def _request_params(attrs: Mapping[str, Any], dialect: str) -> Dict[str, Any]:
     return params
 
 
-def _tokens(attrs: Mapping[str, Any], dialect: str, provider: Optional[str], warnings: List[str]) -> Dict[str, int]:
+def _tokens(attrs: Mapping[str, Any], found: Mapping[str, Any], dialect: str, provider: Optional[str],
+            warnings: List[str]) -> Dict[str, int]:  # fmt: skip
     """Token counts and their details, under record field names."""
-    prompt = count(first(attrs, _INPUT_KEYS), "prompt_tokens", warnings)
-    completion = count(first(attrs, _OUTPUT_KEYS), "completion_tokens", warnings)
-    total = count(first(attrs, _TOTAL_KEYS), "total_tokens", warnings)
+    prompt = count(found.get("input"), "prompt_tokens", warnings)
+    completion = count(found.get("output"), "completion_tokens", warnings)
+    total = count(found.get("total"), "total_tokens", warnings)
     if prompt is None and completion is None and total is not None and attrs.get(vercel.OPERATION_ID) in vercel.EMBEDDING_OPERATIONS:
         prompt = total  # AI SDK embeddings: ai.usage.tokens is all input
     if prompt is None and completion is None and dialect == "logfire":
@@ -281,9 +333,9 @@ def _tokens(attrs: Mapping[str, Any], dialect: str, provider: Optional[str], war
         if usage:
             prompt = count(usage.get("prompt_tokens", usage.get("input_tokens")), "prompt_tokens", warnings)
             completion = count(usage.get("completion_tokens", usage.get("output_tokens")), "completion_tokens", warnings)
-    cache_read = count(first(attrs, _CACHE_READ_KEYS), "cache_read_tokens", warnings) or 0
-    cache_write = count(first(attrs, _CACHE_WRITE_KEYS), "cache_write_tokens", warnings) or 0
-    reasoning = count(first(attrs, _REASONING_KEYS), "reasoning_tokens", warnings) or 0
+    cache_read = count(found.get("cache_read"), "cache_read_tokens", warnings) or 0
+    cache_write = count(found.get("cache_write"), "cache_write_tokens", warnings) or 0
+    reasoning = count(found.get("reasoning"), "reasoning_tokens", warnings) or 0
     out: Dict[str, int] = {}
     if provider == "anthropic" and prompt is not None and prompt < cache_read + cache_write:
         # Anthropic's own input_tokens excludes the cache; semconv >= 1.40 wants it included.
@@ -322,6 +374,20 @@ def _status(view: SpanView, attrs: Mapping[str, Any], reasons: Optional[List[str
 
 
 def _messages_metadata(inputs: List[Message], outputs: List[Message], options: MappingOptions) -> Optional[Dict[str, Any]]:
+    """The message list for metadata, or None if it would not fit ``max_messages_bytes``.
+
+    The size is estimated from the texts (characters, plus a fixed overhead
+    per message) rather than by encoding: encoding every record twice would
+    cost more than the rest of the mapping.
+    """
+    budget = options.max_messages_bytes
+    size = 0
+    for message in (*inputs, *outputs):
+        size += 48 + min(len(message.text), options.max_content_bytes)
+        size += sum(len(name) + len(args) + 32 for name, args in message.tool_calls)
+        if size > budget:
+            return None
+
     def clipped(messages: List[Message]) -> List[Dict[str, Any]]:
         out = []
         for message in messages:
@@ -331,9 +397,7 @@ def _messages_metadata(inputs: List[Message], outputs: List[Message], options: M
             out.append(item)
         return out
 
-    messages = {"input": clipped(inputs), "output": clipped(outputs)}
-    size = len(json.dumps(messages, ensure_ascii=False).encode("utf-8"))
-    return messages if size <= options.max_messages_bytes else None
+    return {"input": clipped(inputs), "output": clipped(outputs)}
 
 
 def build_event(
@@ -360,18 +424,20 @@ def build_event(
         return None
 
     attrs = view.attributes
+    facts = _facts(view.resource, options)
+    found = FIELDS.resolve(attrs)
     warnings: List[str] = []
-    provider_raw = text(first(attrs, _PROVIDER_KEYS))
-    ai_sdk_provider = provider_raw is not None and provider_raw == text(first(attrs, vercel.PROVIDER))
+    provider_raw = text(found.get("provider"))
+    ai_sdk_provider = provider_raw is not None and provider_raw == text(found.get("ai_sdk_provider"))
     provider = normalize_provider(vercel.provider(provider_raw) if ai_sdk_provider and provider_raw else provider_raw)
-    model = text(first(attrs, _MODEL_KEYS))
-    request_model = text(first(attrs, _REQUEST_MODEL_KEYS))
+    model = text(found.get("model"))
+    request_model = text(found.get("request_model"))
     if model is None and dialect == "openinference":
         model = text(openinference.invocation_parameters(attrs).get("model"))
-    response_id = _response_id(attrs, dialect)
-    tokens = _tokens(attrs, dialect, provider, warnings)
-    reasons = semconv.finish_reasons(attrs) or strings(first(attrs, vercel.FINISH_REASON)) or \
-        strings(attrs.get("llm.finish_reason")) or strings(openllmetry.finish_reason(attrs))  # fmt: skip
+    response_id = _response_id(attrs, found, dialect)
+    tokens = _tokens(attrs, found, dialect, provider, warnings)
+    reasons = semconv.finish_reasons(attrs) or strings(found.get("finish_reasons")) \
+        or strings(openllmetry.finish_reason(attrs))  # fmt: skip
     # The output schema says tool_call; OpenAI, the 1.28 events and util-genai say tool_calls, the AI SDK tool-calls.
     reasons = ["tool_call" if r in ("tool_calls", "tool-calls") else r for r in reasons]
     status, error = _status(view, attrs, reasons)
@@ -384,7 +450,7 @@ def build_event(
         "finished_at": format_ns(view.end_ns),
         "latency_ms": max(0, (view.end_ns - view.start_ns) // 1_000_000),
         "status": status,
-        "integration_id": _integration_id(view, options),
+        "integration_id": _integration_id(view, options, facts),
     }
     if provider:
         event["provider"] = provider[:256]
@@ -396,11 +462,11 @@ def build_event(
     if error:
         event["error_code"] = error["type"][:64]
 
-    _fill_cost(event, attrs, tokens, model, request_model, options)
+    _fill_cost(event, found, tokens, model, request_model, options)
 
     resource = view.resource
-    session = text(first(attrs, _SESSION_KEYS)) or inherited.session_id or text(resource.get("promptwall.session_id"))
-    user = text(first(attrs, _USER_KEYS)) or inherited.user_id or text(resource.get("promptwall.user_id"))
+    session = text(found.get("session")) or inherited.session_id or text(resource.get("promptwall.session_id"))
+    user = text(found.get("user")) or inherited.user_id or text(resource.get("promptwall.user_id"))
     if session:
         event["session_id"] = session[:256]
     if user:
@@ -437,14 +503,14 @@ def build_event(
         gen_ai["usage"] = usage
     if usage_source:
         gen_ai["usage_source"] = usage_source
-    ttft = number(attrs.get(semconv.TTFT_SECONDS))
-    ttft_ms = ttft * 1000 if ttft is not None else number(first(attrs, vercel.TTFT_MS))
+    ttft = number(found.get("ttft_seconds"))
+    ttft_ms = ttft * 1000 if ttft is not None else number(found.get("ttft_ms"))
     if ttft_ms is not None:
         gen_ai["ttft_ms"] = round(ttft_ms, 3)
-    agent = text(first(attrs, semconv.AGENT_NAME + openinference.AGENT_NAME + logfire.AGENT_NAME))
+    agent = text(found.get("agent"))
     if agent:
         gen_ai["agent_name"] = agent
-    workflow = text(first(attrs, ("gen_ai.workflow.name",) + openllmetry.WORKFLOW_NAME + vercel.FUNCTION_ID))
+    workflow = text(found.get("workflow"))
     if workflow:
         gen_ai["workflow_name"] = workflow
     if error:
@@ -458,18 +524,18 @@ def build_event(
         gen_ai["mapping_warnings"] = warnings
         logger.info("span %s mapped with repairs: %s", view.name, "; ".join(warnings))
 
-    metadata = {repair(str(k)): json_safe(v) for k, v in _user_metadata(view, dialect, inherited).items()}
+    metadata = {repair(str(k)): json_safe(v) for k, v in _user_metadata(view, inherited, facts).items()}
     if openinference.TAGS in attrs:
         metadata.setdefault("tags", strings(attrs[openinference.TAGS]))
     metadata["gen_ai"] = gen_ai
-    metadata["otel"] = _otel_metadata(view, dialect)
+    metadata["otel"] = _otel_metadata(view, dialect, facts)
     event["metadata"] = metadata
     return _redacted(event, options)
 
 
-def _fill_cost(event: Dict[str, Any], attrs: Mapping[str, Any], tokens: Mapping[str, int],
+def _fill_cost(event: Dict[str, Any], found: Mapping[str, Any], tokens: Mapping[str, int],
                model: Optional[str], request_model: Optional[str], options: MappingOptions) -> None:  # fmt: skip
-    span_cost = number(first(attrs, _COST_KEYS))
+    span_cost = number(found.get("cost"))
     if span_cost is not None and span_cost >= 0:
         event["cost_usd"] = span_cost
         event["_cost_source"] = "span"
@@ -519,7 +585,7 @@ def _fill_content(event: Dict[str, Any], gen_ai: Dict[str, Any], view: SpanView,
         gen_ai["content_truncated"] = truncated
 
 
-def _otel_metadata(view: SpanView, dialect: str) -> Dict[str, Any]:
+def _otel_metadata(view: SpanView, dialect: str, facts: _ResourceFacts) -> Dict[str, Any]:
     otel: Dict[str, Any] = {
         "trace_id": f"{view.trace_id:032x}",
         "span_id": f"{view.span_id:016x}",
@@ -531,9 +597,8 @@ def _otel_metadata(view: SpanView, dialect: str) -> Dict[str, Any]:
         otel["parent_span_id"] = f"{view.parent_span_id:016x}"
     if view.scope_name:
         otel["scope"] = repair(f"{view.scope_name}@{view.scope_version}" if view.scope_version else view.scope_name)
-    resource = {key: json_safe(view.resource[key]) for key in _RESOURCE_KEYS if key in view.resource}
-    if resource:
-        otel["resource"] = resource
+    if facts.otel:
+        otel["resource"] = dict(facts.otel)
     return otel
 
 

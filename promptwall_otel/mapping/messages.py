@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from .values import content as clean_content
 from .values import parse_json, text
 
 ToolCall = Tuple[str, str]
@@ -73,9 +74,9 @@ def content_text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, (str, bytes)):
-        found = text(content) or ""
+        found = clean_content(content)
         return "" if found in REDACTION_MARKERS else found
-    if isinstance(content, Mapping):
+    if isinstance(content, dict):
         kind = content.get("type")
         if kind in (None, "text", "input_text", "output_text") or "text" in content:
             return text(content.get("text", content.get("content"))) or ""
@@ -86,9 +87,9 @@ def content_text(content: Any) -> str:
 
 
 def _tool_call(raw: Any) -> Optional[ToolCall]:
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         return None
-    function = raw.get("function") if isinstance(raw.get("function"), Mapping) else raw
+    function = raw.get("function") if isinstance(raw.get("function"), dict) else raw
     name = text(function.get("name") or raw.get("toolName") or raw.get("tool_name"))
     if not name:
         return None
@@ -107,11 +108,11 @@ def from_parts_message(raw: Mapping[str, Any], default_role: str) -> Message:
     texts: List[str] = []
     calls: List[ToolCall] = []
     for part in raw.get("parts") or ():
-        if not isinstance(part, Mapping):
+        if not isinstance(part, dict):
             continue
         kind = part.get("type")
         if kind == "text":
-            texts.append(text(part.get("content", part.get("text"))) or "")
+            texts.append(clean_content(part.get("content", part.get("text"))))
         elif kind == "tool_call":
             name = text(part.get("name"))
             if name:
@@ -131,7 +132,7 @@ def from_chat_message(raw: Mapping[str, Any], default_role: str) -> Message:
     if "parts" in raw and "content" not in raw:
         return from_parts_message(raw, default_role)
     inner = raw.get("message")
-    if isinstance(inner, Mapping):  # a 1.28 gen_ai.choice body
+    if isinstance(inner, dict):  # a 1.28 gen_ai.choice body
         message = from_chat_message(inner, default_role)
         message.tool_calls = message.tool_calls or _tool_calls(raw.get("tool_calls"))
         message.finish_reason = text(raw.get("finish_reason")) or message.finish_reason
@@ -139,7 +140,7 @@ def from_chat_message(raw: Mapping[str, Any], default_role: str) -> Message:
     content = raw.get("content")
     calls = _tool_calls(raw.get("tool_calls"))
     if isinstance(content, (list, tuple)):  # AI SDK parts may carry tool calls
-        calls += [c for c in (_tool_call(p) for p in content if isinstance(p, Mapping) and p.get("type") == "tool-call") if c]
+        calls += [c for c in (_tool_call(p) for p in content if isinstance(p, dict) and p.get("type") == "tool-call") if c]
     return Message(
         text(raw.get("role")) or default_role, content_text(content), calls, text(raw.get("finish_reason"))
     )
@@ -162,7 +163,7 @@ def messages_from(value: Any, default_role: str = "user") -> List[Message]:
     if isinstance(parsed, str):
         body = content_text(parsed)
         return [Message(default_role, body)] if body else []
-    if isinstance(parsed, Mapping):
+    if isinstance(parsed, dict):
         for key in ("messages", "choices"):
             if isinstance(parsed.get(key), list):
                 return messages_from(parsed[key], default_role)
@@ -174,7 +175,7 @@ def messages_from(value: Any, default_role: str = "user") -> List[Message]:
         return []
     out: List[Message] = []
     for item in parsed:
-        if isinstance(item, Mapping):
+        if isinstance(item, dict):
             out.append(from_chat_message(item, default_role))
         elif isinstance(item, str) and item.strip():
             out.append(Message(default_role, item))

@@ -65,15 +65,6 @@ def indexed_messages(attrs: Mapping[str, Any]) -> Tuple[List[Message], List[Mess
     return _indexed(attrs, _PROMPT, "user"), _indexed(attrs, _COMPLETION, "assistant")
 
 
-def association_properties(attrs: Mapping[str, Any]) -> Dict[str, Any]:
-    """User-set association properties other than the session and user ids."""
-    return {
-        key[len(ASSOCIATION_PREFIX):]: value
-        for key, value in attrs.items()
-        if key.startswith(ASSOCIATION_PREFIX) and key not in SESSION + USER_ID
-    }
-
-
 def finish_reason(attrs: Mapping[str, Any]) -> Optional[List[str]]:
     found = text(attrs.get("llm.response.finish_reason") or attrs.get("gen_ai.response.finish_reason"))
     if found:

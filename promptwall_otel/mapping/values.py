@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 MAX_JSON_DEPTH = 20
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_FIRST_NON_BLANK = re.compile(r"\S")
 
 
 def first(attrs: Mapping[str, Any], keys: Iterable[str]) -> Any:
@@ -25,12 +26,51 @@ def first(attrs: Mapping[str, Any], keys: Iterable[str]) -> Any:
     return None
 
 
+def content(value: Any) -> str:
+    """Message content as text: like :func:`text` but never copies a clean string (content can be large)."""
+    if isinstance(value, str):
+        return repair(value) if value and not value.isspace() else ""
+    return text(value) or ""
+
+
+class Lookup:
+    """Field → source keys in priority order, resolved in one pass over a span's attributes.
+
+    Equivalent to calling :func:`first` per field, but a span with twenty
+    attributes costs twenty dict lookups instead of one per candidate key.
+    """
+
+    def __init__(self, sources: Mapping[str, Sequence[str]]) -> None:
+        self.sources = dict(sources)
+        index: Dict[str, List[Tuple[str, int]]] = {}
+        for field, keys in sources.items():
+            for rank, key in enumerate(keys):
+                index.setdefault(key, []).append((field, rank))
+        self._index = {key: tuple(hits) for key, hits in index.items()}
+
+    def resolve(self, attributes: Mapping[str, Any]) -> Dict[str, Any]:
+        found: Dict[str, Any] = {}
+        ranks: Dict[str, int] = {}
+        index = self._index
+        for key, value in attributes.items():
+            hits = index.get(key)
+            if hits is None or value is None or value == "":
+                continue
+            for field, rank in hits:
+                if rank < ranks.get(field, 1 << 30):
+                    ranks[field] = rank
+                    found[field] = value
+        return found
+
+
 def text(value: Any) -> Optional[str]:
     """A clean string from an attribute value, None if there is nothing.
 
     Bytes are decoded as UTF-8 with replacement; lone surrogates (what a
     bad decode leaves in a str) become U+FFFD so the record can be encoded.
     """
+    if type(value) is str and value.isascii():  # the common case, kept cheap
+        return value.strip() or None
     if value is None:
         return None
     if isinstance(value, bytes):
@@ -46,6 +86,8 @@ def text(value: Any) -> Optional[str]:
 
 def repair(value: str) -> str:
     """``value`` with anything UTF-8 cannot encode replaced, cheaply when it is clean."""
+    if value.isascii():
+        return value
     try:
         value.encode("utf-8")
         return value
@@ -55,6 +97,8 @@ def repair(value: str) -> str:
 
 def count(value: Any, field: str, warnings: List[str]) -> Optional[int]:
     """A non-negative token count, or None with a warning saying why it was dropped."""
+    if type(value) is int and value >= 0:  # the common case, kept cheap
+        return value
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (bytes, str)):
@@ -97,11 +141,12 @@ def parse_json(value: Any) -> Any:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, str):
-        stripped = value.strip()
-        if not stripped or stripped[0] not in "[{\"":
+        # Look at the first non-blank character without copying a possibly large string.
+        start = _FIRST_NON_BLANK.search(value)
+        if start is None or value[start.start()] not in "[{\"":
             return None
         try:
-            return json.loads(stripped)
+            return json.loads(value)
         except (ValueError, RecursionError):  # nesting deeper than the interpreter's stack
             return None
     return value
@@ -119,7 +164,7 @@ def json_safe(value: Any, depth: int = 0) -> Any:
         return value.decode("utf-8", "replace")
     if depth >= MAX_JSON_DEPTH:
         return "…"
-    if isinstance(value, Mapping):
+    if isinstance(value, (dict, Mapping)):
         return {repair(str(key)): json_safe(item, depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [json_safe(item, depth + 1) for item in value]
@@ -131,6 +176,8 @@ TRUNCATION_MARKER = "…[truncated {total} bytes]"
 
 def truncate(value: str, max_bytes: int) -> str:
     """``value`` cut to ``max_bytes`` of UTF-8 plus a marker, never inside a character."""
+    if len(value) * 4 <= max_bytes:  # no character takes more than 4 bytes: surely fits
+        return value
     encoded = value.encode("utf-8")
     if len(encoded) <= max_bytes:
         return value

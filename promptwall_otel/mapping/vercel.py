@@ -56,10 +56,3 @@ def provider(raw: str) -> str:
     """``openai.chat`` / ``openai.responses`` → ``openai``; ``google.vertex`` → ``google``."""
     return raw.split(".", 1)[0]
 
-
-def user_metadata(attrs: Mapping[str, Any]) -> dict:
-    return {
-        key[len(METADATA_PREFIX):]: value
-        for key, value in attrs.items()
-        if key.startswith(METADATA_PREFIX) and key not in SESSION + USER
-    }

@@ -1,0 +1,233 @@
+"""What the application thread pays per span, side by side with the stock OpenTelemetry pipeline.
+
+    python benchmarks/app_thread_cost.py [--spans 10000]
+
+Variants, each with its own TracerProvider, timed over the same loop (create,
+set ~20 attributes, end), final flush included:
+
+  (a) no processor
+  (b) stock BatchSpanProcessor(OTLPSpanExporter over HTTP) to a local sink, queue large enough to drop nothing
+  (c) PromptWallSpanProcessor to a /v1/events sink as cheap as (b)'s (and, for reference, to the local backend)
+  (d) the zero-code path (opentelemetry-instrument, OTEL_TRACES_EXPORTER=promptwall), in a child process
+
+for realistic GenAI chat spans (input/output messages of a few KB) and for
+ordinary HTTP server spans. Prints µs per span and the ratios the budget is
+about, and checks that no record was lost. Timing is measured, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+import uuid
+from typing import Any, Dict, List
+
+from opentelemetry.trace import SpanKind
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+KEY = "pk_bench"
+MESSAGE = "Please summarise the attached quarterly report and list the three biggest risks. " * 12
+
+
+def genai_attributes(i: int, run: str) -> Dict[str, Any]:
+    messages_in = json.dumps([
+        {"role": "system", "parts": [{"type": "text", "content": "You are a careful financial analyst."}]},
+        {"role": "user", "parts": [{"type": "text", "content": MESSAGE}]},
+    ])  # fmt: skip
+    messages_out = json.dumps([{"role": "assistant", "finish_reason": "stop",
+                                "parts": [{"type": "text", "content": MESSAGE[:600]}]}])  # fmt: skip
+    return {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.request.temperature": 0.2, "gen_ai.request.max_tokens": 400, "gen_ai.request.top_p": 1.0,
+        "gen_ai.response.model": "gpt-4o-mini-2024-07-18", "gen_ai.response.id": f"chatcmpl-{run}-{i:08d}",
+        "gen_ai.response.finish_reasons": ("stop",), "gen_ai.usage.input_tokens": 850,
+        "gen_ai.usage.output_tokens": 120, "gen_ai.conversation.id": f"conv-{i % 50}", "server.address": "api.example",
+        "server.port": 443, "gen_ai.input.messages": messages_in, "gen_ai.output.messages": messages_out,
+        "openai.response.service_tier": "default", "gen_ai.output.type": "text", "user.id": f"user-{i % 7}",
+        "promptwall.use_case": "report_summary",
+    }  # fmt: skip
+
+
+HTTP_ATTRIBUTES = {
+    "http.request.method": "GET", "url.path": "/api/orders", "url.scheme": "https", "http.route": "/api/orders",
+    "http.response.status_code": 200, "server.address": "shop.example", "server.port": 443,
+    "network.protocol.version": "1.1", "user_agent.original": "Mozilla/5.0", "client.address": "10.0.0.7",
+}  # fmt: skip
+
+
+def loop(tracer: Any, spans: int, genai: bool) -> None:
+    run = uuid.uuid4().hex[:12]  # response ids unique per run: distinct calls, not duplicates
+    for i in range(spans):
+        if genai:
+            with tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT) as span:
+                span.set_attributes(genai_attributes(i, run))
+        else:
+            with tracer.start_as_current_span("GET /api/orders", kind=SpanKind.SERVER) as span:
+                span.set_attributes(HTTP_ATTRIBUTES)
+
+
+def timed(provider: Any, spans: int, genai: bool) -> float:
+    """µs per span for the loop plus the final flush."""
+    tracer = provider.get_tracer("bench")
+    start = time.perf_counter()
+    loop(tracer, spans, genai)
+    provider.force_flush(120_000)
+    return (time.perf_counter() - start) / spans * 1e6
+
+
+def provider_with(*processors: Any) -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    for processor in processors:
+        provider.add_span_processor(processor)
+    return provider
+
+
+def ours(spans: int, genai: bool, url: str) -> Dict[str, Any]:
+    from promptwall_otel import PromptWallSpanProcessor
+
+    with tempfile.TemporaryDirectory() as spool:
+        processor = PromptWallSpanProcessor(api_key=KEY, base_url=url, spool_dir=spool, max_queue_size=spans + 10)
+        provider = provider_with(processor)
+        cost = timed(provider, spans, genai)
+        stats = processor.stats()
+        provider.shutdown()
+    return {"us": cost, "stats": stats}
+
+
+def run_variants(spans: int, genai: bool, sinks: Any, backend_url: str) -> Dict[str, Any]:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    otlp_sink, events_sink = sinks
+    results: Dict[str, Any] = {"a": timed(provider_with(), spans, genai)}
+
+    otlp_sink.span_names.clear()
+    stock = provider_with(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_sink.url), max_queue_size=spans + 10))
+    results["b"] = timed(stock, spans, genai)
+    results["b_received"] = len(otlp_sink.span_names)
+    stock.shutdown()
+
+    events_sink.request_ids.clear()
+    run = ours(spans, genai, events_sink.url)
+    results["c"], results["c_stats"] = run["us"], run["stats"]
+    results["c_received"] = len(set(events_sink.request_ids))
+    results["c_backend"] = ours(spans, genai, backend_url)["us"] if genai else float("nan")
+    return results
+
+
+def on_end_percentiles(spans: int, backend_url: str) -> Dict[str, float]:
+    """p50/p99 of PromptWallSpanProcessor.on_end alone, GenAI and non-GenAI spans interleaved."""
+    from promptwall_otel import PromptWallSpanProcessor
+
+    with tempfile.TemporaryDirectory() as spool:
+        processor = PromptWallSpanProcessor(api_key=KEY, base_url=backend_url, spool_dir=spool,
+                                            max_queue_size=spans + 10)  # fmt: skip
+        samples: Dict[str, List[int]] = {"genai": [], "other": []}
+        original = processor.on_end
+
+        def measured(span: Any) -> None:
+            begin = time.perf_counter_ns()
+            original(span)
+            samples["genai" if "gen_ai.operation.name" in span.attributes else "other"].append(
+                time.perf_counter_ns() - begin
+            )
+
+        processor.on_end = measured  # type: ignore[method-assign]
+        provider = provider_with(processor)
+        tracer = provider.get_tracer("bench")
+        loop(tracer, spans // 2, True)
+        loop(tracer, spans // 2, False)
+        provider.shutdown()
+
+    def pct(values: List[int], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000
+
+    return {f"{kind}_{name}": pct(values, q) for kind, values in samples.items()
+            for name, q in (("p50", 0.5), ("p99", 0.99))}  # fmt: skip
+
+
+def zero_code(spans: int, genai: bool, backend_url: str) -> float:
+    """(d): this script under opentelemetry-instrument, which prints its own µs per span."""
+    env = dict(os.environ, OTEL_TRACES_EXPORTER="promptwall", OTEL_LOGS_EXPORTER="promptwall",
+               OTEL_METRICS_EXPORTER="none", PROMPTWALL_API_KEY=KEY, PROMPTWALL_BASE_URL=backend_url,
+               OTEL_BSP_MAX_QUEUE_SIZE=str(spans + 10), PROMPTWALL_SPOOL_DIR=tempfile.mkdtemp())  # fmt: skip
+    instrument = str(Path(sys.executable).parent / "opentelemetry-instrument")
+    command = [instrument, sys.executable, __file__, "--child", "--spans", str(spans)] + (["--genai"] if genai else [])
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def child(spans: int, genai: bool) -> None:
+    from opentelemetry import trace
+
+    print(f"{timed(trace.get_tracer_provider(), spans, genai):.2f}")
+
+
+def count_stored(url: str) -> int:
+    import httpx
+
+    return int(httpx.get(url + "/api/console/billing", headers={"X-API-Key": KEY}, timeout=30).json()["events"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--spans", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per variant; the median is reported")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--genai", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.spans, args.genai)
+        return
+
+    from promptwall_otel.backend import LocalBackend
+    from tests.otlp_sink import EventsSink, OtlpSink
+
+    sinks = (OtlpSink(), EventsSink())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, LocalBackend(db=str(Path(tmp) / "bench.db"), api_keys=[KEY]) as backend:
+        for genai in (True, False):
+            runs = [run_variants(args.spans, genai, sinks, backend.url) for _ in range(args.repeat)]
+            sinks[1].request_ids.clear()
+            d = statistics.median(zero_code(args.spans, genai, sinks[1].url) for _ in range(args.repeat))
+            row = {key: statistics.median(r[key] for r in runs) for key in ("a", "b", "c", "c_backend")}
+            row.update(d=d, genai=genai, last=runs[-1], zero_received=len(set(sinks[1].request_ids)))
+            rows.append(row)
+        percentiles = on_end_percentiles(args.spans, sinks[1].url)
+        backend_events = count_stored(backend.url)
+    for sink in sinks:
+        sink.stop()
+
+    print(f"{args.spans} spans per run, median of {args.repeat} runs, µs per span (loop + final flush)\n")
+    print(f"{'span kind':<12}{'(a) none':>10}{'(b) stock':>11}{'(c) ours':>10}{'(d) zero':>10}   c/b    c/a    d/b")
+    for row in rows:
+        kind = "GenAI chat" if row["genai"] else "HTTP"
+        print(f"{kind:<12}{row['a']:>10.1f}{row['b']:>11.1f}{row['c']:>10.1f}{row['d']:>10.1f}"
+              f"  {row['c'] / row['b']:5.2f}  {row['c'] / row['a']:5.2f}  {row['d'] / row['b']:5.2f}")  # fmt: skip
+    genai_row = rows[0]
+    last = genai_row["last"]
+    print(f"\nlast GenAI run: stock exporter received {last['b_received']}/{args.spans} spans; "
+          f"PromptWall received {last['c_received']}/{args.spans} records, stats {last['c_stats']}")  # fmt: skip
+    print(f"zero code: {genai_row['zero_received']}/{args.repeat * args.spans} GenAI records received")
+    print(f"(c) to the local SQLite backend instead of a sink: {genai_row['c_backend']:.1f} µs per span "
+          f"({backend_events} records stored, {args.repeat * args.spans} expected)")  # fmt: skip
+    print("on_end µs: " + ", ".join(f"{k} {v:.2f}" for k, v in percentiles.items()))
+    print("targets: GenAI c/b <= 0.80 with zero records lost; HTTP c/a <= 1.10; on_end p99 <= 5 µs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""A fault-injecting proxy that puts real failures between an exporter and a real backend."""
