@@ -1,0 +1,215 @@
+"""The exporter against a fault-injecting proxy in front of the real backend.
+
+Every valid record arrives exactly once; rejected ones are counted; the
+application thread never waits on the network; the key never shows up.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from promptwall_otel import PromptWallSpanExporter, PromptWallSpanProcessor
+from promptwall_otel.backend import LocalBackend
+from tests.conftest import API_KEY, stored_events
+from tests.faults.fault_server import FaultServer, partial_reject, reset, slow, status
+
+
+@pytest.fixture()
+def backend() -> Iterator[LocalBackend]:
+    with LocalBackend(api_keys=[API_KEY]) as running:
+        yield running
+
+
+@pytest.fixture()
+def proxy(backend: LocalBackend) -> Iterator[FaultServer]:
+    with FaultServer(backend.url) as running:
+        yield running
+
+
+def chat_spans(count: int, model: str = "gpt-4o-mini") -> List[ReadableSpan]:
+    """Real SDK spans of ``count`` distinct chat calls."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    run = uuid.uuid4().hex[:10]
+    for i in range(count):
+        with tracer.start_as_current_span(f"chat {model}") as span:
+            span.set_attributes({
+                "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": model,
+                "gen_ai.response.id": f"chatcmpl-{run}-{i:06d}", "gen_ai.usage.input_tokens": 10 + i,
+                "gen_ai.usage.output_tokens": 5, "gen_ai.input.messages": '[{"role":"user","parts":'
+                '[{"type":"text","content":"card 4111 1111 1111 1111"}]}]',
+            })  # fmt: skip
+    return list(memory.get_finished_spans())
+
+
+def exporter(url: str, tmp_path: Path, **options: Any) -> PromptWallSpanExporter:
+    options.setdefault("api_key", API_KEY)
+    options.setdefault("spool_dir", str(tmp_path / "spool"))
+    return PromptWallSpanExporter(base_url=url, **options)
+
+
+def ids_of(events: List[Dict[str, Any]]) -> List[str]:
+    return sorted(event["request_id"] for event in events)
+
+
+def test_503_storm_then_success_stores_each_record_once(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
+    proxy.script(status(503), status(502), status(504), status(500))
+    target = exporter(proxy.url, tmp_path)
+    assert target.export(chat_spans(20)).name == "SUCCESS"
+    assert [r.outcome for r in proxy.requests] == [503, 502, 504, 500, 200]
+    assert len(stored_events(backend.url)) == 20
+    assert target.stats_snapshot()["retried"] == 4 * 20 and target.stats_snapshot()["exported"] == 20
+
+
+def test_429_retry_after_is_honoured(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
+    proxy.script(status(429, retry_after="1"))
+    exporter(proxy.url, tmp_path).export(chat_spans(3))
+    first, second = proxy.requests
+    assert (first.outcome, second.outcome) == (429, 200)
+    assert second.at - first.at >= 0.95
+    assert len(stored_events(backend.url)) == 3
+
+
+def test_timeout_after_commit_is_a_duplicate_not_a_double(backend: LocalBackend, proxy: FaultServer,
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    proxy.script(slow(1.5))
+    target = exporter(proxy.url, tmp_path, timeout=0.5)
+    target.export(chat_spans(7))
+    assert len(stored_events(backend.url)) == 7
+    stats = target.stats_snapshot()
+    assert stats["duplicates"] == 7 and stats["exported"] == 0 and stats["retried"] == 7
+
+
+def test_connection_reset_is_retried(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
+    proxy.script(reset(), reset())
+    exporter(proxy.url, tmp_path).export(chat_spans(5))
+    assert [r.outcome for r in proxy.requests] == ["reset", "reset", 200]
+    assert len(stored_events(backend.url)) == 5
+
+
+def test_401_spools_loudly_without_the_key_then_replays(backend: LocalBackend, proxy: FaultServer, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    proxy.always(status(401))
+    target = exporter(proxy.url, tmp_path)
+    with caplog.at_level(logging.DEBUG):
+        target.export(chat_spans(4))
+    assert len(proxy.requests) == 1, "an auth failure is not retried"
+    assert target.stats_snapshot()["spooled"] == 4 and stored_events(backend.url) == []
+    assert "PROMPTWALL_API_KEY" in caplog.text and API_KEY not in caplog.text and API_KEY not in repr(target)
+    proxy.always(None)
+    target.delivery._unavailable_until = 0.0  # as if the pause after the auth failure had elapsed
+    target.replay_spool()
+    assert len(stored_events(backend.url)) == 4 and target.stats_snapshot()["replayed"] == 4
+
+
+def test_207_rejects_are_counted_and_logged_without_content(backend: LocalBackend, proxy: FaultServer, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    proxy.script(partial_reject([1, 3]))
+    target = exporter(proxy.url, tmp_path)
+    with caplog.at_level(logging.WARNING, "promptwall_otel"):
+        target.export(chat_spans(6))
+    stats = target.stats_snapshot()
+    assert stats["rejected"] == 2 and stats["exported"] == 4 and len(proxy.requests) == 1
+    assert len(stored_events(backend.url)) == 4
+    assert "[1]" in caplog.text and "[3]" in caplog.text and "4111" not in caplog.text
+
+
+def test_400_whole_batch_is_counted_not_retried(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
+    proxy.script(status(400, body={"ok": False, "error": "all events failed validation"}))
+    target = exporter(proxy.url, tmp_path)
+    target.export(chat_spans(3))
+    assert len(proxy.requests) == 1 and target.stats_snapshot()["rejected"] == 3
+    assert target.stats_snapshot()["spooled"] == 0
+
+
+def test_413_splits_the_batch(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
+    proxy.script(status(413))
+    exporter(proxy.url, tmp_path).export(chat_spans(10))
+    assert [r.events for r in proxy.requests] == [10, 5, 5]
+    assert len(stored_events(backend.url)) == 10
+
+
+def test_requests_respect_the_byte_budget(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
+    exporter(proxy.url, tmp_path, max_batch_bytes=4096).export(chat_spans(12))
+    sizes = [r.events for r in proxy.requests]
+    assert sum(sizes) == 12 and len(sizes) > 1
+    assert len(stored_events(backend.url)) == 12
+
+
+def test_missing_key_errors_at_first_export_and_keeps_records(proxy: FaultServer, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.delenv("PROMPTWALL_API_KEY", raising=False)
+    with caplog.at_level(logging.ERROR, "promptwall_otel"):
+        target = PromptWallSpanExporter(base_url=proxy.url, spool_dir=str(tmp_path / "spool"))
+        assert caplog.text == "", "no error at construction"
+        target.export(chat_spans(2))
+    assert "PROMPTWALL_API_KEY" in caplog.text and proxy.requests == []
+    assert target.stats_snapshot()["spooled"] == 2
+
+
+def test_outage_never_blocks_the_application_thread(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
+    proxy.always(slow(2.0, then_forward=False))
+    processor = PromptWallSpanProcessor(exporter(proxy.url, tmp_path, timeout=1.0), schedule_delay_millis=50,
+                                        max_export_batch_size=5)  # fmt: skip
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("app")
+    worst = 0.0
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        start = time.perf_counter()
+        with tracer.start_as_current_span("chat gpt-4o-mini", attributes={"gen_ai.operation.name": "chat"}):
+            pass
+        worst = max(worst, time.perf_counter() - start)
+        time.sleep(0.005)
+    assert worst < 0.25, f"a span took {worst:.3f}s on the app thread during the outage"
+    started = time.monotonic()
+    provider.shutdown()
+    assert time.monotonic() - started < 8
+    assert processor.stats()["spooled"] > 0
+
+
+EXIT_APP = """
+import time, promptwall_otel
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+provider = TracerProvider()
+trace.set_tracer_provider(provider)
+promptwall_otel.configure(timeout=30, schedule_delay_millis=50)
+tracer = trace.get_tracer("app")
+for i in range(5):
+    with tracer.start_as_current_span("chat", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                                                          "gen_ai.response.id": f"resp-exit-test-{i:06d}"}):
+        pass
+time.sleep(0.5)  # the worker is now stuck in a request that will not answer
+"""
+
+
+def test_process_exits_within_the_shutdown_bound_and_keeps_the_batch(backend: LocalBackend, proxy: FaultServer,
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    proxy.always(slow(60, then_forward=False))
+    env = {"PROMPTWALL_API_KEY": API_KEY, "PROMPTWALL_BASE_URL": proxy.url, "PROMPTWALL_SPOOL_DIR": str(tmp_path),
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", EXIT_APP], env=env, capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 15, f"exit took {elapsed:.1f}s"
+    proxy.always(None)
+    target = exporter(proxy.url, tmp_path, spool_dir=str(tmp_path))
+    target.replay_spool()
+    assert len(stored_events(backend.url)) == 5
