@@ -18,5 +18,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+bench: $(STAMP)
+	$(BIN)/python benchmarks/app_thread_cost.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

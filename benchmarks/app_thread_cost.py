@@ -6,8 +6,8 @@ Variants, each with its own TracerProvider, timed over the same loop (create,
 set ~20 attributes, end), final flush included:
 
   (a) no processor
-  (b) stock BatchSpanProcessor(OTLPSpanExporter over HTTP) to a local sink, queue large enough to drop nothing
-  (c) PromptWallSpanProcessor to a /v1/events sink as cheap as (b)'s (and, for reference, to the local backend)
+  (b) stock BatchSpanProcessor(OTLPSpanExporter over HTTP) to a local sink (own process), queue large enough to drop nothing
+  (c) PromptWallSpanProcessor to a /v1/events sink in the same process as (b)'s (and, for reference, to the local backend)
   (d) the zero-code path (opentelemetry-instrument, OTEL_TRACES_EXPORTER=promptwall), in a child process
 
 for realistic GenAI chat spans (input/output messages of a few KB) and for
@@ -109,19 +109,16 @@ def run_variants(spans: int, genai: bool, sinks: Any, backend_url: str) -> Dict[
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    otlp_sink, events_sink = sinks
     results: Dict[str, Any] = {"a": timed(provider_with(), spans, genai)}
 
-    otlp_sink.span_names.clear()
-    stock = provider_with(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_sink.url), max_queue_size=spans + 10))
+    sinks.reset()
+    stock = provider_with(BatchSpanProcessor(OTLPSpanExporter(endpoint=sinks.otlp_url), max_queue_size=spans + 10))
     results["b"] = timed(stock, spans, genai)
-    results["b_received"] = len(otlp_sink.span_names)
     stock.shutdown()
 
-    events_sink.request_ids.clear()
-    run = ours(spans, genai, events_sink.url)
+    run = ours(spans, genai, sinks.events_url)
     results["c"], results["c_stats"] = run["us"], run["stats"]
-    results["c_received"] = len(set(events_sink.request_ids))
+    results["b_received"], results["c_received"] = sinks.counts()
     results["c_backend"] = ours(spans, genai, backend_url)["us"] if genai else float("nan")
     return results
 
@@ -194,23 +191,22 @@ def main() -> None:
         child(args.spans, args.genai)
         return
 
+    from benchmarks.sinks import Sinks
     from promptwall_otel.backend import LocalBackend
-    from tests.otlp_sink import EventsSink, OtlpSink
 
-    sinks = (OtlpSink(), EventsSink())
+    sinks = Sinks()
     rows = []
     with tempfile.TemporaryDirectory() as tmp, LocalBackend(db=str(Path(tmp) / "bench.db"), api_keys=[KEY]) as backend:
         for genai in (True, False):
             runs = [run_variants(args.spans, genai, sinks, backend.url) for _ in range(args.repeat)]
-            sinks[1].request_ids.clear()
-            d = statistics.median(zero_code(args.spans, genai, sinks[1].url) for _ in range(args.repeat))
+            sinks.reset()
+            d = statistics.median(zero_code(args.spans, genai, sinks.events_url) for _ in range(args.repeat))
             row = {key: statistics.median(r[key] for r in runs) for key in ("a", "b", "c", "c_backend")}
-            row.update(d=d, genai=genai, last=runs[-1], zero_received=len(set(sinks[1].request_ids)))
+            row.update(d=d, genai=genai, last=runs[-1], zero_received=sinks.counts()[1])
             rows.append(row)
-        percentiles = on_end_percentiles(args.spans, sinks[1].url)
+        percentiles = on_end_percentiles(args.spans, sinks.events_url)
         backend_events = count_stored(backend.url)
-    for sink in sinks:
-        sink.stop()
+    sinks.stop()
 
     print(f"{args.spans} spans per run, median of {args.repeat} runs, µs per span (loop + final flush)\n")
     print(f"{'span kind':<12}{'(a) none':>10}{'(b) stock':>11}{'(c) ours':>10}{'(d) zero':>10}   c/b    c/a    d/b")

@@ -1,78 +1,61 @@
-"""The `make demo` walk-through on the embedded default: no account needed.
+"""The `make demo` walk-through on the embedded default: no account, no LLM bill.
 
-Starts the local PromptWall-compatible backend on a free port, sends a few
-events exactly as PromptWall's Events-mode guide does (prompt, answer, model,
-tokens, user, session, metadata), then reads them back with
-``promptwall-otel events`` and ``promptwall-otel billing`` and stops.
+Starts the local PromptWall-compatible backend and the fake OpenAI-compatible
+server shipped in examples/fake_llm, then runs three real instrumented apps
+against them, unchanged, as a user would:
+
+  (a) examples/code_path.py     promptwall_otel.configure() + the official OpenAI instrumentation
+  (b) examples/zero_code_app.py no OpenTelemetry code at all, run under opentelemetry-instrument
+  (c) examples/conversation.py  a multi-turn conversation with a session id and a user id
+
+and prints what PromptWall received: the events, the session replay and the bill.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
-import httpx
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "fake_llm"))
 
-from promptwall_otel.backend import LocalBackend
+from server import start_fake_llm  # noqa: E402  (examples/fake_llm/server.py)
+
+from promptwall_otel.backend import LocalBackend  # noqa: E402
 
 API_KEY = "pk_local_demo"
 
-CONVERSATION = [
-    ("What is the capital of France?", "Paris is the capital of France.", 8, 6),
-    ("And its population?", "About 2.1 million people live in Paris proper.", 12, 11),
-    ("Thanks!", "You're welcome.", 3, 3),
-]
 
-
-def send_events(url: str) -> None:
-    session_id = f"conv-{uuid.uuid4().hex[:8]}"
-    events = [
-        {
-            "request_id": f"demo-{uuid.uuid4().hex}",
-            "prompt": prompt,
-            "answer": answer,
-            "model": "gpt-4o-mini",
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "user_id": "user-42",
-            "session_id": session_id,
-            "metadata": {"feature": "faq-bot", "tier": "free"},
-        }
-        for prompt, answer, prompt_tokens, completion_tokens in CONVERSATION
-    ]
-    events.append(
-        {
-            "request_id": f"demo-{uuid.uuid4().hex}",
-            "prompt": "Summarise this PDF.",
-            "answer": "It is a quarterly report; revenue grew 4%.",
-            "model": "claude-sonnet-4-5",
-            "prompt_tokens": 1200,
-            "completion_tokens": 90,
-            "user_id": "user-7",
-            "metadata": {"feature": "summarize-pdf", "tier": "enterprise"},
-        }
-    )
-    with httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}, timeout=10) as client:
-        for event in events:  # one call per interaction, as the Events-mode guide shows
-            response = client.post("/v1/events", json=event)
-            response.raise_for_status()
-        replay = client.post("/v1/events", json={"events": events})  # a retry: stored once
-        print(f"sent {len(events)} events; re-sending them all: {replay.json()['skipped']} skipped as duplicates\n")
+def run(title: str, command: list, env: dict) -> None:
+    print(f"\n=== {title}\n$ {' '.join(Path(c).name if os.sep in c else c for c in command)}")
+    subprocess.run(command, env=env, check=True)
 
 
 def main() -> int:
+    llm, llm_url = start_fake_llm()
     with tempfile.TemporaryDirectory() as tmp, LocalBackend(db=str(Path(tmp) / "demo.db"), api_keys=[API_KEY]) as backend:
-        print(f"local PromptWall-compatible backend at {backend.url}\n")
-        send_events(backend.url)
-        cli = [sys.executable, "-m", "promptwall_otel"]
-        read_args = ["--url", backend.url, "--api-key", API_KEY]
-        print("$ promptwall-otel events")
-        subprocess.run([*cli, "events", *read_args], check=True)
-        print("\n$ promptwall-otel billing")
-        subprocess.run([*cli, "billing", *read_args], check=True)
+        print(f"local PromptWall-compatible backend: {backend.url}\nfake OpenAI-compatible LLM server:  {llm_url}")
+        env = dict(os.environ, PROMPTWALL_API_KEY=API_KEY, PROMPTWALL_BASE_URL=backend.url,
+                   PROMPTWALL_SPOOL_DIR=str(Path(tmp) / "spool"), OPENAI_BASE_URL=llm_url + "/v1",
+                   OPENAI_API_KEY="sk-fake", OTEL_METRICS_EXPORTER="none",
+                   DEMO_CONVERSATION_ID="conv-lisbon-weekend")  # fmt: skip
+        python = sys.executable
+        run("(a) code path", [python, str(HERE / "code_path.py")], env)
+        zero_env = dict(env, OTEL_SERVICE_NAME="faq-bot", OTEL_TRACES_EXPORTER="promptwall",
+                        OTEL_LOGS_EXPORTER="promptwall", OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true")  # fmt: skip
+        instrument = str(Path(python).parent / "opentelemetry-instrument")
+        run("(b) zero code", [instrument, python, str(HERE / "zero_code_app.py")], zero_env)
+        run("(c) conversation with a session and a user", [python, str(HERE / "conversation.py")], env)
+
+        cli = [python, "-m", "promptwall_otel"]
+        read = ["--url", backend.url, "--api-key", API_KEY]
+        run("what PromptWall received", [*cli, "events", *read], env)
+        run("the conversation, replayed", [*cli, "sessions", "conv-lisbon-weekend", *read], env)
+        run("the bill", [*cli, "billing", *read], env)
+    llm.shutdown()
     return 0
 
 

@@ -115,6 +115,24 @@ def _billing(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sessions(args: argparse.Namespace) -> int:
+    if args.session_id:
+        from urllib.parse import quote
+
+        body = _get(args, "/api/console/sessions/" + quote(args.session_id, safe=""))
+        print(f"session {body['session_id']}: {body['count']} turns")
+        for turn in body["turns"]:
+            print(f"\n[{turn['started_at'][:19].replace('T', ' ')}] {turn.get('end_user_id') or 'user'}: "
+                  f"{_clip(turn.get('prompt'), 200)}")  # fmt: skip
+            print(f"  {turn.get('model') or 'assistant'} ({turn.get('total_tokens', 0)} tokens): {_clip(turn.get('answer'), 200)}")
+        return 0
+    sessions = _get(args, "/api/console/sessions")["sessions"]
+    rows = [[s["session_id"], str(s["turns"]), str(s["total_tokens"]), s.get("end_user_id") or "", s["last_at"][:19]]
+            for s in sessions]  # fmt: skip
+    print(_table(rows, ("session", "turns", "tokens", "user", "last (UTC)")) if rows else "no sessions yet")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptwall-otel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, run, help_text in (
         ("events", _events, "print recent events from a running backend"),
+        ("sessions", _sessions, "list sessions, or replay one, from a running backend"),
         ("billing", _billing, "print the billing summary of a running backend"),
     ):
         command = commands.add_parser(name, help=help_text)
@@ -137,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--api-key", help="key for the read API (default: $PROMPTWALL_API_KEY)")
         if name == "events":
             command.add_argument("--limit", type=int, default=20)
+        if name == "sessions":
+            command.add_argument("session_id", nargs="?", help="replay this session turn by turn")
         command.set_defaults(run=run)
     return parser
 

@@ -104,26 +104,35 @@ def _tool_calls(raw: Any) -> List[ToolCall]:
 
 
 def from_parts_message(raw: Mapping[str, Any], default_role: str) -> Message:
-    """A semantic-convention message: ``{role, parts: [...], finish_reason}`` (1.37+)."""
+    """A semantic-convention message: ``{role, parts: [...], finish_reason}`` (1.37+).
+
+    The most common shape of all, so plain strings take a short path.
+    """
     texts: List[str] = []
     calls: List[ToolCall] = []
     for part in raw.get("parts") or ():
-        if not isinstance(part, dict):
+        if type(part) is not dict:
             continue
         kind = part.get("type")
         if kind == "text":
-            texts.append(clean_content(part.get("content", part.get("text"))))
+            body = part.get("content", part.get("text"))
+            if type(body) is str and body.isascii():
+                texts.append(body)
+            else:
+                texts.append(clean_content(body))
         elif kind == "tool_call":
             name = text(part.get("name"))
             if name:
                 calls.append((name, arguments_text(part.get("arguments"))))
         elif kind == "tool_call_response":
             texts.append(content_text(arguments_text(part.get("response", part.get("result")))))
+    role = raw.get("role")
+    finish = raw.get("finish_reason")
     return Message(
-        text(raw.get("role")) or default_role,
-        "\n".join(filter(None, texts)),
+        role if type(role) is str and role else text(role) or default_role,
+        texts[0] if len(texts) == 1 else "\n".join(filter(None, texts)),
         calls,
-        text(raw.get("finish_reason")),
+        finish if type(finish) is str else text(finish),
     )
 
 

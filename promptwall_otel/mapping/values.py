@@ -146,10 +146,23 @@ def parse_json(value: Any) -> Any:
         if start is None or value[start.start()] not in "[{\"":
             return None
         try:
-            return json.loads(value)
+            return _loads(value)
         except (ValueError, RecursionError):  # nesting deeper than the interpreter's stack
             return None
     return value
+
+
+try:  # message JSON is parsed for every span with content; orjson does it ~5x faster
+    import orjson
+
+    def _loads(value: str) -> Any:
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:  # lone surrogates, NaN, very deep nesting: the stdlib decides
+            return json.loads(value)
+
+except ImportError:  # pragma: no cover
+    _loads = json.loads
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:

@@ -123,15 +123,17 @@ def resource_dict(resource: Any) -> Mapping[str, Any]:
 def from_readable_span(span: Any) -> SpanView:
     """View of an OpenTelemetry SDK ``ReadableSpan``.
 
-    Attributes are copied into a plain dict once: the SDK's bounded,
-    read-only mapping is several times slower for the dozens of lookups the
-    mapping makes.
+    Reads the SDK's attribute dict directly where it exposes one (an ended
+    span's attributes no longer change), else copies the public read-only
+    view once: that proxy is several times slower for the dozens of lookups
+    the mapping makes.
     """
     context = span.context
     parent = span.parent
     scope = span.instrumentation_scope
     status = span.status
-    attributes = span.attributes
+    raw = getattr(getattr(span, "_attributes", None), "_dict", None)
+    attributes = raw if isinstance(raw, dict) else span.attributes
     return SpanView(
         name=span.name,
         trace_id=context.trace_id,
@@ -139,7 +141,7 @@ def from_readable_span(span: Any) -> SpanView:
         parent_span_id=parent.span_id if parent is not None else None,
         start_ns=span.start_time or 0,
         end_ns=span.end_time or span.start_time or 0,
-        attributes=dict(attributes) if attributes else _EMPTY,
+        attributes=attributes if isinstance(attributes, dict) else dict(attributes or _EMPTY),
         kind=span.kind.name,
         status_code=status.status_code.name,
         status_message=status.description,
