@@ -30,7 +30,8 @@ API_KEY = "pk_local_demo"
 
 
 def run(title: str, command: list, env: dict) -> None:
-    print(f"\n=== {title}\n$ {' '.join(Path(c).name if os.sep in c else c for c in command)}")
+    shown = " ".join(Path(part).name if Path(part).is_file() else part for part in command)
+    print(f"\n=== {title}\n$ {shown}")
     subprocess.run(command, env=env, check=True)
 
 

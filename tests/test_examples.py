@@ -9,12 +9,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_demo_runs_and_prints_events_and_billing() -> None:
+def test_demo_runs_three_instrumented_apps_and_prints_what_promptwall_received() -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py")], capture_output=True, text=True, timeout=120
+        [sys.executable, str(ROOT / "examples" / "demo.py")], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "re-sending them all: 4 skipped as duplicates" in out
-    assert "What is the capital of France?" in out
-    assert "4 events, 1333 tokens (1223 in / 110 out): $0.039990" in out
+    assert "code path: Echo: Why was I charged twice this month?" in out
+    assert "zero code: Echo: Do you ship to Canada?" in out
+    assert "session conv-lisbon-weekend: 3 turns" in out
+    assert "traveller-17: Add a day trip to Sintra" in out
+    assert "7 events, 123 tokens (85 in / 38 out): $0.003690 at $30 per 1M tokens" in out
