@@ -15,6 +15,8 @@ import httpx
 
 from . import config
 from .backend.process import READY_PREFIX
+
+RECEIVER_READY_PREFIX = "promptwall-otel receiver listening on "
 from .backend.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_PORT
 
 _DEFAULT_LOCAL_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -54,6 +56,55 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _receive(args: argparse.Namespace) -> int:
+    forward_to = args.forward_to or config.env_str(config.ENV_BASE_URL) or config.DEFAULT_BASE_URL
+    return _run_receiver(args, forward_to)
+
+
+def _run_receiver(args: argparse.Namespace, forward_to: str, backend: Optional[Any] = None) -> int:
+    from .receiver.app import Receiver
+
+    tokens = list(args.receiver_token or ()) + [t for t in (config.env_str("PROMPTWALL_RECEIVER_TOKENS") or "").split(",") if t]
+    receiver = Receiver(
+        forward_to,
+        args.http,
+        None if args.grpc in ("", "none", "off") else args.grpc,
+        api_key=args.api_key or config.env_str(config.ENV_API_KEY),
+        pass_through=not args.no_pass_through,
+        tokens=tokens,
+        correlation_wait_s=args.correlation_wait,
+        spool_root=args.spool_dir,
+        mapping=config.mapping_options(mode=args.mode),
+    ).start()
+    grpc_text = f"127.0.0.1:{receiver.grpc_port}" if receiver.grpc_port else "off"
+    print(f"{RECEIVER_READY_PREFIX}http={receiver.http_url} grpc={grpc_text} forwarding to {receiver.core.endpoint}",
+          flush=True)  # fmt: skip
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.stop()
+        if backend is not None:
+            backend.shutdown()
+            backend.server_close()
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from .backend.server import BackendConfig, BackendServer
+
+    db = args.db or config.default_db_path()
+    if db != ":memory:":
+        Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    backend = BackendServer(BackendConfig(host="127.0.0.1", port=args.backend_port, db=db))
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    print(READY_PREFIX + backend.url, flush=True)
+    return _run_receiver(args, backend.url, backend)
 
 
 def _get(args: argparse.Namespace, route: str, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -145,6 +196,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     serve.add_argument("--max-decompressed-bytes", type=int, default=DEFAULT_MAX_DECOMPRESSED_BYTES)
     serve.set_defaults(run=_serve)
+
+    for name, run, help_text in (
+        ("receive", _receive, "run the OTLP receiver: GenAI spans from a collector → PromptWall"),
+        ("dev", _dev, "run the local backend and a receiver forwarding to it, in one process"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--http", default="127.0.0.1:4318", help="OTLP/HTTP address (port 0: any free port)")
+        command.add_argument("--grpc", default="127.0.0.1:4317", help="OTLP/gRPC address, or 'off'")
+        if name == "receive":
+            command.add_argument("--forward-to", help=f"PromptWall base URL (default ${config.ENV_BASE_URL} or the public API)")
+        else:
+            command.add_argument("--backend-port", type=int, default=DEFAULT_PORT)
+            command.add_argument("--db", help="SQLite file of the local backend, or :memory:")
+        command.add_argument("--api-key", help=f"PromptWall key for callers that send none (default ${config.ENV_API_KEY})")
+        command.add_argument("--no-pass-through", action="store_true",
+                             help="ignore callers' X-API-Key / Authorization; always use --api-key")
+        command.add_argument("--receiver-token", action="append",
+                             help="require X-Receiver-Token from callers, repeatable (or $PROMPTWALL_RECEIVER_TOKENS)")
+        command.add_argument("--correlation-wait", type=float, default=2.0,
+                             help="seconds a span waits for its content logs and ancestors")
+        command.add_argument("--spool-dir", help="where undeliverable records wait (default: user cache dir)")
+        command.add_argument("--mode", default="vendor", choices=["vendor", "sdk", "ingest"],
+                             help="the events' mode (default vendor: from someone else's pipeline)")
+        command.set_defaults(run=run)
 
     for name, run, help_text in (
         ("events", _events, "print recent events from a running backend"),
