@@ -243,18 +243,29 @@ class ReceiverCore:
     # --- mapping and forwarding ----------------------------------------------
 
     def _ready(self, now: float) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:
+        """Pending spans to map now, a whole trace at a time.
+
+        A trace is released when one of its spans has waited its full time, or
+        when every pending span of it has its content and its ancestors. Never
+        releasing part of a trace keeps spans in the order they ended, which the
+        ledger's billing rules rely on (children end before their parents).
+        """
         ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]] = {}
         with self._lock:
-            for key in list(self._pending):
-                pending = self._pending[key]
-                if now < pending.deadline and not pending.complete:
-                    continue
-                inherited, rooted = self._inherited(pending.tenant, pending.view)
-                if now < pending.deadline and not rooted:
-                    continue  # its content is here; give its ancestors the rest of the wait
-                del self._pending[key]
-                logs = self._content.pop(key, [])
-                ready.setdefault(pending.tenant, []).append((pending.view, logs, inherited))
+            traces: Dict[Tuple[str, int], List[Tuple[Tuple[str, int], _Pending]]] = {}
+            for key, pending in self._pending.items():
+                traces.setdefault((pending.tenant, pending.view.trace_id), []).append((key, pending))
+            for members in traces.values():
+                if all(now < pending.deadline for _, pending in members):
+                    if not all(pending.complete for _, pending in members):
+                        continue
+                    lineage = [self._inherited(pending.tenant, pending.view) for _, pending in members]
+                    if not all(rooted for _, rooted in lineage):
+                        continue  # content is here; give the ancestors the rest of the wait
+                for key, pending in members:
+                    del self._pending[key]
+                    inherited, _ = self._inherited(pending.tenant, pending.view)
+                    ready.setdefault(pending.tenant, []).append((pending.view, self._content.pop(key, []), inherited))
         return ready
 
     def _flush_loop(self) -> None:

@@ -1,0 +1,154 @@
+"""The OTLP receiver with real exporters in front and the real backend behind.
+
+The app sends its spans both ways at once: in-process through
+PromptWallSpanProcessor to one backend, and over OTLP (HTTP protobuf, gRPC,
+JSON) through the receiver to another. The two backends must hold the same
+events, request_id for request_id (``mode`` says which way they came).
+Baggage never leaves the process, so the app sets none here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import httpx
+import pytest
+
+from promptwall_otel.backend import LocalBackend
+from promptwall_otel.receiver.app import Receiver
+from tests.conftest import API_KEY, app_env, run_app, stored_events
+
+_VOLATILE = ("received_at", "mode")
+
+
+@pytest.fixture()
+def direct() -> Iterator[LocalBackend]:
+    with LocalBackend(api_keys=[API_KEY]) as running:
+        yield running
+
+
+@pytest.fixture()
+def behind() -> Iterator[LocalBackend]:
+    with LocalBackend(api_keys=[API_KEY]) as running:
+        yield running
+
+
+@pytest.fixture()
+def receiver(behind: LocalBackend, tmp_path: Path) -> Iterator[Receiver]:
+    running = Receiver(behind.url, "127.0.0.1:0", "127.0.0.1:0", correlation_wait_s=1.0,
+                       spool_root=str(tmp_path / "receiver-spool")).start()  # fmt: skip
+    yield running
+    running.stop()
+
+
+def wait_for(url: str, count: int, timeout: float = 20) -> List[Dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        events = stored_events(url)
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.2)
+
+
+def same(a: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in a.items() if k not in _VOLATILE}
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc", "json"])
+def test_receiver_events_equal_in_process_events(protocol: str, direct: LocalBackend, behind: LocalBackend,
+                                                 receiver: Receiver, fake_llm: str, tmp_path: Path) -> None:  # fmt: skip
+    target = f"127.0.0.1:{receiver.grpc_port}" if protocol == "grpc" else receiver.http_url
+    done = run_app("code", app_env(direct.url, fake_llm, str(tmp_path)), "--otlp", target, "--otlp-protocol",
+                   protocol, "--otlp-logs", "--calls", "2", "--no-baggage")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    in_process = stored_events(direct.url)
+    assert len(in_process) == 5
+    through_receiver = wait_for(behind.url, 5)
+    assert {e["mode"] for e in in_process} == {"sdk"} and {e["mode"] for e in through_receiver} == {"vendor"}
+    by_id = {e["request_id"]: same(e) for e in through_receiver}
+    assert sorted(by_id) == sorted(e["request_id"] for e in in_process)
+    for event in in_process:
+        assert by_id[event["request_id"]] == same(event)
+    turn = next(e for e in through_receiver if e.get("session_id"))
+    assert turn["prompt"] == "Hello from the e2e test" and turn["end_user_id"] == "u-e2e"
+
+
+def otlp_post(url: str, body: bytes, content_type: str = "application/x-protobuf", **headers: str) -> httpx.Response:
+    return httpx.post(url, content=body, headers={"Content-Type": content_type, "X-API-Key": API_KEY, **headers})
+
+
+@pytest.mark.parametrize(
+    "path, body, content_type, encoding, status",
+    [
+        ("/v1/traces", b"\x0a\xff\xff\xff", "application/x-protobuf", None, 400),  # truncated protobuf
+        ("/v1/traces", b'{"resourceSpans": "x"}', "application/json", None, 400),  # wrong JSON types
+        ("/v1/traces", b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', "application/json",
+         None, 400),  # fmt: skip
+        ("/v1/traces", b"{}", "text/plain", None, 415),
+        ("/v1/traces", gzip.compress(b"\x00" * 80_000_000), "application/x-protobuf", "gzip", 413),  # gzip bomb
+        ("/v1/metrics", b"", "application/x-protobuf", None, 404),
+        ("/v1/logs", b"\x0a\x05", "application/x-protobuf", None, 400),
+    ],
+)
+def test_bad_input_gets_its_status_and_the_receiver_keeps_serving(receiver: Receiver, path: str, body: bytes,
+                                                                  content_type: str, encoding: Any, status: int) -> None:  # fmt: skip
+    extra = {"Content-Encoding": encoding} if encoding else {}
+    assert otlp_post(receiver.http_url + path, body, content_type, **extra).status_code == status
+    healthy = otlp_post(receiver.http_url + "/v1/traces", b"")
+    assert healthy.status_code == 200
+
+
+def test_body_over_the_limit_is_413(behind: LocalBackend) -> None:
+    with Receiver(behind.url, "127.0.0.1:0", None, max_body_bytes=1000) as small:
+        assert otlp_post(small.http_url + "/v1/traces", b"\x00" * 5000).status_code == 413
+        assert otlp_post(small.http_url + "/v1/traces", b"").status_code == 200
+
+
+def test_json_response_in_the_request_encoding(receiver: Receiver) -> None:
+    response = otlp_post(receiver.http_url + "/v1/traces", b"{}", "application/json")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert response.json() == {}
+
+
+def test_invalid_span_ids_are_a_partial_success(receiver: Receiver) -> None:
+    body = (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "00000000000000000000000000000000",'
+            b' "spanId": "0000000000000001", "name": "x"}]}]}]}')  # fmt: skip
+    response = otlp_post(receiver.http_url + "/v1/traces", body, "application/json")
+    assert response.status_code == 200
+    assert response.json()["partialSuccess"]["rejectedSpans"] == "1"
+
+
+def test_authentication(behind: LocalBackend) -> None:
+    with Receiver(behind.url, "127.0.0.1:0", None, tokens=["t-1"]) as guarded:
+        url = guarded.http_url + "/v1/traces"
+        assert otlp_post(url, b"").status_code == 401
+        assert otlp_post(url, b"", **{"X-Receiver-Token": "nope"}).status_code == 401
+        assert otlp_post(url, b"", **{"X-Receiver-Token": "t-1"}).status_code == 200
+    with Receiver(behind.url, "127.0.0.1:0", None) as keyless:
+        response = httpx.post(keyless.http_url + "/v1/traces", content=b"",
+                              headers={"Content-Type": "application/x-protobuf"})  # fmt: skip
+        assert response.status_code == 401 and "X-API-Key" in response.json()["error"]
+
+
+def test_healthz_counts(receiver: Receiver) -> None:
+    health = httpx.get(receiver.http_url + "/healthz").json()
+    assert health["ok"] is True and "spans_received" in health and "records_exported" in health
+
+
+def test_receive_command_runs_and_stops(behind: LocalBackend) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "promptwall_otel", "receive", "--http", "127.0.0.1:0",
+                                "--grpc", "127.0.0.1:0", "--forward-to", behind.url], stdout=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        assert line.startswith("promptwall-otel receiver listening on http=http://127.0.0.1:")
+        url = line.split("http=", 1)[1].split()[0]
+        assert httpx.get(url + "/healthz").status_code == 200
+    finally:
+        process.terminate()
+        assert process.wait(15) == 0
