@@ -152,3 +152,122 @@ def test_receive_command_runs_and_stops(behind: LocalBackend) -> None:
     finally:
         process.terminate()
         assert process.wait(15) == 0
+
+
+def test_a_real_collector_in_the_path(direct: LocalBackend, behind: LocalBackend, receiver: Receiver,
+                                      fake_llm: str, tmp_path: Path) -> None:  # fmt: skip
+    """app → rotel (OTLP/HTTP in, OTLP/HTTP + gzip + X-API-Key out) → receiver → backend."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "collector"))
+    from run_rotel import free_port, rotel_output, start_rotel, stop_rotel, wait_ready
+
+    grpc_port, http_port = free_port(), free_port()
+    rotel = start_rotel(grpc_port, http_port, receiver.http_url, {"X-API-Key": API_KEY})
+    try:
+        wait_ready(rotel, grpc_port, http_port)
+        done = run_app("code", app_env(direct.url, fake_llm, str(tmp_path)), "--otlp", f"http://127.0.0.1:{http_port}", "--otlp-logs", "--no-baggage")
+        assert done.returncode == 0, done.stderr
+        through_collector = wait_for(behind.url, 3)
+    finally:
+        stop_rotel(rotel)
+    assert len(through_collector) == 3, rotel_output(rotel)
+    in_process = {e["request_id"]: same(e) for e in stored_events(direct.url)}
+    for event in through_collector:
+        assert same(event) == in_process[event["request_id"]]
+    assert any(e.get("prompt") == "Hello from the e2e test" for e in through_collector), "content from log records"
+
+
+def chat_request(response_id: str, with_parent: bool = False) -> bytes:
+    """An OTLP/HTTP protobuf body with one chat span, made by the SDK and the stock encoder."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    attributes = {"gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
+                  "gen_ai.response.id": response_id, "gen_ai.usage.input_tokens": 3, "gen_ai.usage.output_tokens": 2}
+    if with_parent:
+        with tracer.start_as_current_span("agent", attributes={"gen_ai.conversation.id": "never-sent"}):
+            with tracer.start_as_current_span("chat gpt-4o-mini", attributes=attributes):
+                pass
+        spans = [s for s in memory.get_finished_spans() if s.name != "agent"]  # the parent never arrives
+    else:
+        with tracer.start_as_current_span("chat gpt-4o-mini", attributes=attributes):
+            pass
+        spans = list(memory.get_finished_spans())
+    return encode_spans(spans).SerializeToString()
+
+
+def test_pass_through_keys_keep_tenants_apart(tmp_path: Path) -> None:
+    with LocalBackend(api_keys=["pk-a", "pk-b"]) as shared:
+        with Receiver(shared.url, "127.0.0.1:0", None, correlation_wait_s=0.2, spool_root=str(tmp_path)) as receiver:
+            for key, rid in (("pk-a", "chatcmpl-tenant-a-0001"), ("pk-b", "chatcmpl-tenant-b-0001")):
+                response = httpx.post(receiver.http_url + "/v1/traces", content=chat_request(rid),
+                                      headers={"Content-Type": "application/x-protobuf", "X-API-Key": key})  # fmt: skip
+                assert response.status_code == 200
+        events = httpx.get(shared.url + "/api/console/requests", headers={"X-API-Key": "pk-a"}).json()["requests"]
+    by_response = {e["metadata"]["gen_ai"]["response_id"]: e["key_fingerprint"] for e in events}
+    assert len(by_response) == 2 and len(set(by_response.values())) == 2, "each tenant's events went with its key"
+
+
+def test_correlation_wait_is_bounded(behind: LocalBackend, tmp_path: Path) -> None:
+    """Neither content logs nor the parent ever arrive: the event leaves after the wait, without them."""
+    with Receiver(behind.url, "127.0.0.1:0", None, correlation_wait_s=0.5, spool_root=str(tmp_path)) as receiver:
+        started = time.monotonic()
+        otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-lonely-000001", with_parent=True))
+        (event,) = wait_for(behind.url, 1, timeout=10)
+        assert time.monotonic() - started < 5
+    assert "prompt" not in event and "session_id" not in event and event["total_tokens"] == 5
+
+
+def test_replicas_share_nothing_and_store_once(behind: LocalBackend, tmp_path: Path) -> None:
+    body = chat_request("chatcmpl-replicated-0001")
+    with Receiver(behind.url, "127.0.0.1:0", None, correlation_wait_s=0.1, spool_root=str(tmp_path / "a")) as one, \
+            Receiver(behind.url, "127.0.0.1:0", None, correlation_wait_s=0.1, spool_root=str(tmp_path / "b")) as two:  # fmt: skip
+        for replica in (one, two):  # a collector retrying on another replica
+            assert otlp_post(replica.http_url + "/v1/traces", body).status_code == 200
+    assert len(wait_for(behind.url, 1)) == 1
+
+
+def test_overload_is_503_with_retry_after(behind: LocalBackend, tmp_path: Path) -> None:
+    with Receiver(behind.url, "127.0.0.1:0", None, correlation_wait_s=30, max_pending_spans=1,
+                  spool_root=str(tmp_path)) as receiver:  # fmt: skip
+        assert otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-fills-the-buffer")).status_code == 200
+        response = otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-one-too-many-0"))
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+
+
+def test_grpc_requires_a_key(behind: LocalBackend) -> None:
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    with Receiver(behind.url, "127.0.0.1:0", "127.0.0.1:0") as receiver:
+        channel = grpc.insecure_channel(f"127.0.0.1:{receiver.grpc_port}")
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.Export(trace_service_pb2.ExportTraceServiceRequest(), timeout=5)
+        assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        reply = stub.Export(trace_service_pb2.ExportTraceServiceRequest(), metadata=(("x-api-key", API_KEY),), timeout=5)
+        assert reply.partial_success.rejected_spans == 0
+        channel.close()
+
+
+def test_dev_command_runs_backend_and_receiver(tmp_path: Path) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "promptwall_otel", "dev", "--http", "127.0.0.1:0", "--grpc",
+                                "off", "--backend-port", "0", "--db", ":memory:", "--correlation-wait", "0.2"],
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert process.stdout is not None
+        backend_url = process.stdout.readline().split()[-1]
+        receiver_url = process.stdout.readline().split("http=", 1)[1].split()[0]
+        response = httpx.post(receiver_url + "/v1/traces", content=chat_request("chatcmpl-dev-command-01"),
+                              headers={"Content-Type": "application/x-protobuf", "X-API-Key": "any-key"})  # fmt: skip
+        assert response.status_code == 200
+        events = wait_for(backend_url, 1, timeout=10)
+        assert [e["metadata"]["gen_ai"]["response_id"] for e in events] == ["chatcmpl-dev-command-01"]
+    finally:
+        process.terminate()
+        assert process.wait(15) == 0
