@@ -9,7 +9,6 @@ benchmarked process nothing this way, for the stock pipeline and ours alike.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading

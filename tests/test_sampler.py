@@ -33,7 +33,7 @@ def backend() -> Iterator[LocalBackend]:
 
 
 def test_zero_ratio_code_path(backend: LocalBackend, sink: OtlpSink, fake_llm: str, tmp_path: Path) -> None:
-    done = run_app("code", app_env(backend.url, fake_llm, str(tmp_path)), "--sample-ratio", "0", "--otlp", sink.url,
+    done = run_app("code", app_env(backend.url, fake_llm, str(tmp_path)), "--sample-ratio", "0", "--otlp", sink.url.rsplit("/v1/traces", 1)[0],
                    "--calls", "5")  # fmt: skip
     assert done.returncode == 0, done.stderr
     records = stored_events(backend.url)
@@ -44,7 +44,7 @@ def test_zero_ratio_code_path(backend: LocalBackend, sink: OtlpSink, fake_llm: s
 
 def test_full_ratio_control_reaches_the_stock_exporter(backend: LocalBackend, sink: OtlpSink, fake_llm: str,
                                                        tmp_path: Path) -> None:  # fmt: skip
-    done = run_app("code", app_env(backend.url, fake_llm, str(tmp_path)), "--sample-ratio", "1", "--otlp", sink.url)
+    done = run_app("code", app_env(backend.url, fake_llm, str(tmp_path)), "--sample-ratio", "1", "--otlp", sink.url.rsplit("/v1/traces", 1)[0])
     assert done.returncode == 0, done.stderr
     assert len(stored_events(backend.url)) == 3
     assert "turn" in sink.span_names and len(sink.span_names) >= 4

@@ -57,8 +57,19 @@ class _Sender:
         self._queue: Deque[Dict[str, Any]] = deque()
         self._wake = threading.Event()
         self._stop = False
+        self._spool_checked_at = float("-inf")
+        self._spool_was_full = False
         self._thread = threading.Thread(target=self._run, name="promptwall-receiver-send", daemon=True)
         self._thread.start()
+
+    def spool_full(self) -> bool:
+        """The downstream spool is (nearly) at its cap; its size is read at most once a second."""
+        now = time.monotonic()
+        if now - self._spool_checked_at > 1.0:
+            spool = self.delivery.spool
+            self._spool_was_full = spool is not None and spool.size() >= 0.9 * spool.max_bytes
+            self._spool_checked_at = now
+        return self._spool_was_full
 
     def offer(self, records: List[Dict[str, Any]]) -> bool:
         if len(self._queue) + len(records) > self.max_records:
@@ -110,6 +121,7 @@ class ReceiverCore:
         max_pending_spans: int = 50_000,
         max_queued_records: int = 50_000,
         timeout_s: float = 10.0,
+        retry_window_s: float = 10.0,
         compression: str = "gzip",
     ) -> None:
         self.endpoint = endpoint
@@ -121,6 +133,7 @@ class ReceiverCore:
         self.max_pending_spans = max_pending_spans
         self.max_queued_records = max_queued_records
         self.timeout_s = timeout_s
+        self.retry_window_s = retry_window_s
         self.compression = compression
         self.stats = ExportStats()
         self.counters: Dict[str, int] = {"spans_received": 0, "logs_received": 0, "spans_rejected": 0}
@@ -156,7 +169,7 @@ class ReceiverCore:
             spool_dir = default_spool_dir(self.endpoint, key)
             if self.spool_root:
                 spool_dir = f"{self.spool_root.rstrip('/')}/{spool_dir.rsplit('/', 1)[-1]}"
-            delivery = Delivery(client, Spool(spool_dir, 64 * 1024 * 1024), self.stats,
+            delivery = Delivery(client, Spool(spool_dir, 64 * 1024 * 1024), self.stats, retry_window_s=self.retry_window_s,
                                 validate=self.mapping.redact is not None)  # fmt: skip
             sender = self._senders[key] = _Sender(delivery, self.max_queued_records)
         return sender
@@ -170,8 +183,9 @@ class ReceiverCore:
             self.counters["spans_received"] += len(views)
             if len(self._pending) >= self.max_pending_spans:
                 raise Overloaded(f"{len(self._pending)} spans waiting to be mapped")
-            if self._senders.get(tenant) and len(self._senders[tenant]._queue) >= self.max_queued_records:
-                raise Overloaded("forwarding queue full")
+            sender = self._senders.get(tenant)
+            if sender is not None and (len(sender._queue) >= self.max_queued_records or sender.spool_full()):
+                raise Overloaded("forwarding queue or spool full")
             for view in views:
                 self._remember_lineage(tenant, view)
                 span_class = classify(view).span_class
