@@ -2,7 +2,8 @@
 
 Starts the local PromptWall-compatible backend and the fake OpenAI-compatible
 server shipped in examples/fake_llm, then runs three real instrumented apps
-against them, unchanged, as a user would:
+against them, unchanged, as a user would (after one event sent by hand, the
+way PromptWall's Events-mode guide does):
 
   (a) examples/code_path.py     promptwall_otel.configure() + the official OpenAI instrumentation
   (b) examples/zero_code_app.py no OpenTelemetry code at all, run under opentelemetry-instrument
@@ -44,6 +45,7 @@ def main() -> int:
                    OPENAI_API_KEY="sk-fake", OTEL_METRICS_EXPORTER="none",
                    DEMO_CONVERSATION_ID="conv-lisbon-weekend")  # fmt: skip
         python = sys.executable
+        run("events mode by hand, as PromptWall's guide shows", [python, str(HERE / "events_mode.py")], env)
         run("(a) code path", [python, str(HERE / "code_path.py")], env)
         zero_env = dict(env, OTEL_SERVICE_NAME="faq-bot", OTEL_TRACES_EXPORTER="promptwall",
                         OTEL_LOGS_EXPORTER="promptwall", OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true")  # fmt: skip

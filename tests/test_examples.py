@@ -19,4 +19,5 @@ def test_demo_runs_three_instrumented_apps_and_prints_what_promptwall_received()
     assert "zero code: Echo: Do you ship to Canada?" in out
     assert "session conv-lisbon-weekend: 3 turns" in out
     assert "traveller-17: Add a day trip to Sintra" in out
-    assert "7 events, 123 tokens (85 in / 38 out): $0.003690 at $30 per 1M tokens" in out
+    assert "the retry: skipped=1" in out
+    assert "8 events, 137 tokens (93 in / 44 out): $0.004110 at $30 per 1M tokens" in out
