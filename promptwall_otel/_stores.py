@@ -44,10 +44,14 @@ class ContextStore:
         return len(self._items)
 
 
+MAX_CONTENT_SPANS = 4096
+"""Content records carry prompts and answers: keep few spans' worth (orphans go first)."""
+
+
 class ContentStore:
     """span_id → GenAI content log records emitted for that span, in emission order."""
 
-    def __init__(self, max_spans: int = DEFAULT_MAX_SPANS) -> None:
+    def __init__(self, max_spans: int = MAX_CONTENT_SPANS) -> None:
         self._items: Dict[int, List[LogView]] = {}
         self._max = max_spans
         self._lock = threading.Lock()

@@ -10,6 +10,7 @@ only piece of the mapping that keeps state, and that state is a bounded cache.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -24,9 +25,10 @@ _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd
 
 
 class _Trace:
-    __slots__ = ("calls", "aggregate_request_id")
+    __slots__ = ("calls", "aggregate_request_id", "touched")
 
     def __init__(self) -> None:
+        self.touched = time.monotonic()
         # span_id -> (request_id, parent_span_id, had_tokens) of inference spans already mapped
         self.calls: Dict[int, Tuple[str, Optional[int], bool]] = {}
         self.aggregate_request_id: Optional[str] = None
@@ -70,20 +72,31 @@ def _primary_first(a: Dict[str, Any], b: Dict[str, Any]) -> Tuple[Dict[str, Any]
 class TraceLedger:
     """Bounded memory of recent traces; thread-safe. One per exporter or receiver replica."""
 
-    def __init__(self, max_traces: int = 20_000, max_calls_per_trace: int = 512) -> None:
+    def __init__(self, max_traces: int = 20_000, max_calls_per_trace: int = 512, ttl_s: float = 120.0) -> None:
         self._traces: "OrderedDict[int, _Trace]" = OrderedDict()
         self._max_traces = max_traces
+        self._ttl_s = ttl_s
         self._max_calls = max_calls_per_trace
         self._lock = threading.Lock()
 
     def _trace(self, trace_id: int) -> _Trace:
-        trace = self._traces.get(trace_id)
+        traces = self._traces
+        trace = traces.get(trace_id)
         if trace is None:
-            trace = self._traces[trace_id] = _Trace()
-            if len(self._traces) > self._max_traces:
-                self._traces.popitem(last=False)
+            trace = traces[trace_id] = _Trace()
+            if len(traces) > self._max_traces:
+                traces.popitem(last=False)
+            # Least recently touched first: drop what has not been seen for a while (a trace's
+            # spans end within seconds of each other; holding more only burdens the app's GC).
+            expired = trace.touched - self._ttl_s
+            while traces:
+                oldest = next(iter(traces.values()))
+                if oldest.touched >= expired:
+                    break
+                traces.popitem(last=False)
         else:
-            self._traces.move_to_end(trace_id)
+            trace.touched = time.monotonic()
+            traces.move_to_end(trace_id)
         return trace
 
     def map_batch(
@@ -145,6 +158,14 @@ class TraceLedger:
                 out.append(event)
                 in_batch[view.span_id] = event
                 self._remember(trace, view, event)
+            # A trace whose root has ended is complete: forget it (unless its aggregate was billed,
+            # which a late call must still see). Most LLM calls are their own trace's root, so
+            # the ledger stays small, and so does the garbage collector's work in the app.
+            for view, _ in classified:
+                if view.parent_span_id is None:
+                    trace = self._traces.get(view.trace_id)
+                    if trace is not None and trace.aggregate_request_id is None:
+                        del self._traces[view.trace_id]
         return out
 
     def _twin(self, trace: _Trace, view: SpanView) -> Optional[int]:

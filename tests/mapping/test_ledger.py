@@ -131,5 +131,23 @@ def test_sibling_calls_are_distinct() -> None:
 def test_memory_is_bounded() -> None:
     ledger = TraceLedger(max_traces=100)
     for trace in range(1, 1001):
-        ledger.map_batch([span(1, None, chat(), trace=trace)], OPTIONS)
+        ledger.map_batch([span(2, 1, chat(), trace=trace)], OPTIONS)  # roots never seen
     assert len(ledger._traces) == 100
+
+
+def test_a_trace_is_forgotten_once_its_root_ended() -> None:
+    ledger = TraceLedger()
+    ledger.map_batch([span(2, 1, chat()), span(1, None, {"http.route": "/chat"})], OPTIONS)
+    ledger.map_batch([span(3, None, chat(), trace=7)], OPTIONS)
+    assert TRACE in ledger._traces, "a non-GenAI root does not reach the ledger"
+    assert 7 not in ledger._traces
+
+
+def test_traces_not_seen_for_a_while_are_forgotten() -> None:
+    ledger = TraceLedger(ttl_s=0.05)
+    ledger.map_batch([span(2, 1, chat(), trace=1)], OPTIONS)
+    import time
+
+    time.sleep(0.1)
+    ledger.map_batch([span(2, 1, chat(), trace=2)], OPTIONS)
+    assert list(ledger._traces) == [2]
