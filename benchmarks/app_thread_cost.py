@@ -7,8 +7,11 @@ set ~20 attributes, end), final flush included:
 
   (a) no processor
   (b) stock BatchSpanProcessor(OTLPSpanExporter over HTTP) to a local sink (own process), queue large enough to drop nothing
-  (c) PromptWallSpanProcessor to a /v1/events sink in the same process as (b)'s (and, for reference, to the local backend)
-  (d) the zero-code path (opentelemetry-instrument, OTEL_TRACES_EXPORTER=promptwall), in a child process
+  (c) PromptWallSpanProcessor to a /v1/events sink beside (b)'s (and, for reference, to the local backend)
+  (d) the zero-code path (opentelemetry-instrument, OTEL_TRACES_EXPORTER=promptwall)
+
+Every run happens in a fresh child process, so no variant inherits another's
+heap (the garbage collector's work grows with everything a process holds).
 
 for realistic GenAI chat spans (input/output messages of a few KB) and for
 ordinary HTTP server spans. Prints µs per span and the ratios the budget is
@@ -25,8 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 import uuid
+from pathlib import Path
 from typing import Any, Dict, List
 
 from opentelemetry.trace import SpanKind
@@ -93,59 +96,54 @@ def provider_with(*processors: Any) -> Any:
     return provider
 
 
-def ours(spans: int, genai: bool, url: str) -> Dict[str, Any]:
-    from promptwall_otel import PromptWallSpanProcessor
+def variant_provider(variant: str, spans: int, url: str) -> Any:
+    """The TracerProvider of one variant; (d) gets its provider from opentelemetry-instrument."""
+    from opentelemetry import trace
 
-    with tempfile.TemporaryDirectory() as spool:
-        processor = PromptWallSpanProcessor(api_key=KEY, base_url=url, spool_dir=spool, max_queue_size=spans + 10)
-        provider = provider_with(processor)
-        cost = timed(provider, spans, genai)
-        stats = processor.stats()
-        provider.shutdown()
-    return {"us": cost, "stats": stats}
+    if variant == "a":
+        return provider_with()
+    if variant == "b":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+        return provider_with(BatchSpanProcessor(OTLPSpanExporter(endpoint=url), max_queue_size=spans + 10))
+    if variant in ("c", "c_backend"):
+        from promptwall_otel import PromptWallSpanProcessor
 
-def run_variants(spans: int, genai: bool, sinks: Any, backend_url: str) -> Dict[str, Any]:
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    results: Dict[str, Any] = {"a": timed(provider_with(), spans, genai)}
-
-    sinks.reset()
-    stock = provider_with(BatchSpanProcessor(OTLPSpanExporter(endpoint=sinks.otlp_url), max_queue_size=spans + 10))
-    results["b"] = timed(stock, spans, genai)
-    stock.shutdown()
-
-    run = ours(spans, genai, sinks.events_url)
-    results["c"], results["c_stats"] = run["us"], run["stats"]
-    results["b_received"], results["c_received"] = sinks.counts()
-    results["c_backend"] = ours(spans, genai, backend_url)["us"] if genai else float("nan")
-    return results
+        return provider_with(PromptWallSpanProcessor(api_key=KEY, base_url=url, spool_dir=tempfile.mkdtemp(),
+                                                     max_queue_size=spans + 10))  # fmt: skip
+    return trace.get_tracer_provider()
 
 
-def on_end_percentiles(spans: int, backend_url: str) -> Dict[str, float]:
+def child(variant: str, spans: int, genai: bool, url: str) -> None:
+    """One measurement in a fresh process: prints µs per span (and, for (c), on_end percentiles)."""
+    provider = variant_provider(variant, spans, url)
+    result: Dict[str, Any] = {"us": timed(provider, spans, genai)}
+    provider.shutdown()
+    print(json.dumps(result))
+
+
+def on_end_percentiles(spans: int, url: str) -> Dict[str, float]:
     """p50/p99 of PromptWallSpanProcessor.on_end alone, GenAI and non-GenAI spans interleaved."""
     from promptwall_otel import PromptWallSpanProcessor
 
-    with tempfile.TemporaryDirectory() as spool:
-        processor = PromptWallSpanProcessor(api_key=KEY, base_url=backend_url, spool_dir=spool,
-                                            max_queue_size=spans + 10)  # fmt: skip
-        samples: Dict[str, List[int]] = {"genai": [], "other": []}
-        original = processor.on_end
+    processor = PromptWallSpanProcessor(api_key=KEY, base_url=url, spool_dir=tempfile.mkdtemp(),
+                                        max_queue_size=spans + 10)  # fmt: skip
+    samples: Dict[str, List[int]] = {"genai": [], "other": []}
+    original = processor.on_end
 
-        def measured(span: Any) -> None:
-            begin = time.perf_counter_ns()
-            original(span)
-            samples["genai" if "gen_ai.operation.name" in span.attributes else "other"].append(
-                time.perf_counter_ns() - begin
-            )
+    def measured(span: Any) -> None:
+        begin = time.perf_counter_ns()
+        original(span)
+        elapsed = time.perf_counter_ns() - begin
+        samples["genai" if "gen_ai.operation.name" in span.attributes else "other"].append(elapsed)
 
-        processor.on_end = measured  # type: ignore[method-assign]
-        provider = provider_with(processor)
-        tracer = provider.get_tracer("bench")
-        loop(tracer, spans // 2, True)
-        loop(tracer, spans // 2, False)
-        provider.shutdown()
+    processor.on_end = measured  # type: ignore[method-assign]
+    provider = provider_with(processor)
+    tracer = provider.get_tracer("bench")
+    loop(tracer, spans // 2, True)
+    loop(tracer, spans // 2, False)
+    provider.shutdown()
 
     def pct(values: List[int], q: float) -> float:
         ordered = sorted(values)
@@ -155,23 +153,21 @@ def on_end_percentiles(spans: int, backend_url: str) -> Dict[str, float]:
             for name, q in (("p50", 0.5), ("p99", 0.99))}  # fmt: skip
 
 
-def zero_code(spans: int, genai: bool, backend_url: str) -> float:
-    """(d): this script under opentelemetry-instrument, which prints its own µs per span."""
-    env = dict(os.environ, OTEL_TRACES_EXPORTER="promptwall", OTEL_LOGS_EXPORTER="promptwall",
-               OTEL_METRICS_EXPORTER="none", PROMPTWALL_API_KEY=KEY, PROMPTWALL_BASE_URL=backend_url,
-               OTEL_BSP_MAX_QUEUE_SIZE=str(spans + 10), PROMPTWALL_SPOOL_DIR=tempfile.mkdtemp())  # fmt: skip
-    instrument = str(Path(sys.executable).parent / "opentelemetry-instrument")
-    command = [instrument, sys.executable, __file__, "--child", "--spans", str(spans)] + (["--genai"] if genai else [])
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+def measure(variant: str, spans: int, genai: bool, url: str) -> float:
+    """Run one variant in a child process (under opentelemetry-instrument for (d))."""
+    env = dict(os.environ, OTEL_METRICS_EXPORTER="none")
+    command = [sys.executable, __file__, "--child", variant, "--spans", str(spans), "--url", url]
+    if genai:
+        command.append("--genai")
+    if variant == "d":
+        env.update(OTEL_TRACES_EXPORTER="promptwall", OTEL_LOGS_EXPORTER="promptwall", PROMPTWALL_API_KEY=KEY,
+                   PROMPTWALL_BASE_URL=url, OTEL_BSP_MAX_QUEUE_SIZE=str(spans + 10),
+                   PROMPTWALL_SPOOL_DIR=tempfile.mkdtemp())  # fmt: skip
+        command = [str(Path(sys.executable).parent / "opentelemetry-instrument")] + command
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
-    return float(done.stdout.strip().splitlines()[-1])
-
-
-def child(spans: int, genai: bool) -> None:
-    from opentelemetry import trace
-
-    print(f"{timed(trace.get_tracer_provider(), spans, genai):.2f}")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["us"])
 
 
 def count_stored(url: str) -> int:
@@ -184,43 +180,50 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spans", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per variant; the median is reported")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--genai", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.spans, args.genai)
+        child(args.child, args.spans, args.genai, args.url)
         return
 
     from benchmarks.sinks import Sinks
     from promptwall_otel.backend import LocalBackend
 
     sinks = Sinks()
+    urls = {"a": "", "b": sinks.otlp_url, "c": sinks.events_url, "d": sinks.events_url}
     rows = []
     with tempfile.TemporaryDirectory() as tmp, LocalBackend(db=str(Path(tmp) / "bench.db"), api_keys=[KEY]) as backend:
         for genai in (True, False):
-            runs = [run_variants(args.spans, genai, sinks, backend.url) for _ in range(args.repeat)]
-            sinks.reset()
-            d = statistics.median(zero_code(args.spans, genai, sinks.events_url) for _ in range(args.repeat))
-            row = {key: statistics.median(r[key] for r in runs) for key in ("a", "b", "c", "c_backend")}
-            row.update(d=d, genai=genai, last=runs[-1], zero_received=sinks.counts()[1])
+            row: Dict[str, Any] = {"genai": genai, "received": {}}
+            for variant in ("a", "b", "c", "d"):
+                runs = []
+                for _ in range(args.repeat):
+                    sinks.reset()
+                    runs.append(measure(variant, args.spans, genai, urls[variant]))
+                    if genai and variant in ("b", "c", "d"):
+                        row["received"].setdefault(variant, []).append(sinks.counts()[variant != "b"])
+                row[variant] = statistics.median(runs)
+            if genai:
+                row["c_backend"] = measure("c", args.spans, genai, backend.url)
             rows.append(row)
         percentiles = on_end_percentiles(args.spans, sinks.events_url)
         backend_events = count_stored(backend.url)
     sinks.stop()
 
-    print(f"{args.spans} spans per run, median of {args.repeat} runs, µs per span (loop + final flush)\n")
+    print(f"{args.spans} spans per run, each run in a fresh process, median of {args.repeat} runs; "
+          "µs per span (loop + final flush)\n")  # fmt: skip
     print(f"{'span kind':<12}{'(a) none':>10}{'(b) stock':>11}{'(c) ours':>10}{'(d) zero':>10}   c/b    c/a    d/b")
     for row in rows:
         kind = "GenAI chat" if row["genai"] else "HTTP"
         print(f"{kind:<12}{row['a']:>10.1f}{row['b']:>11.1f}{row['c']:>10.1f}{row['d']:>10.1f}"
               f"  {row['c'] / row['b']:5.2f}  {row['c'] / row['a']:5.2f}  {row['d'] / row['b']:5.2f}")  # fmt: skip
-    genai_row = rows[0]
-    last = genai_row["last"]
-    print(f"\nlast GenAI run: stock exporter received {last['b_received']}/{args.spans} spans; "
-          f"PromptWall received {last['c_received']}/{args.spans} records, stats {last['c_stats']}")  # fmt: skip
-    print(f"zero code: {genai_row['zero_received']}/{args.repeat * args.spans} GenAI records received")
-    print(f"(c) to the local SQLite backend instead of a sink: {genai_row['c_backend']:.1f} µs per span "
-          f"({backend_events} records stored, {args.repeat * args.spans} expected)")  # fmt: skip
+    received = rows[0]["received"]
+    print("\nGenAI spans/records received per run (of " + str(args.spans) + "): "
+          + "; ".join(f"({k}) {v}" for k, v in sorted(received.items())))  # fmt: skip
+    print(f"(c) to the local SQLite backend instead of a sink: {rows[0]['c_backend']:.1f} µs per span "
+          f"({backend_events} of {args.spans} records stored)")  # fmt: skip
     print("on_end µs: " + ", ".join(f"{k} {v:.2f}" for k, v in percentiles.items()))
     print("targets: GenAI c/b <= 0.80 with zero records lost; HTTP c/a <= 1.10; on_end p99 <= 5 µs")
 

@@ -151,8 +151,8 @@ class PromptWallSpanProcessor(SpanProcessor):
                               "raise OTEL_BSP_MAX_QUEUE_SIZE", self.max_queue_size)  # fmt: skip
                 return
             queue.append(span)
-            if len(queue) >= self.max_export_batch_size:
-                self._wake.set()
+            if len(queue) >= self.max_export_batch_size and not self._wake.is_set():
+                self._wake.set()  # Event.set takes a lock: only when it changes something
         except Exception:
             self._log.log(logging.ERROR, "on_end", "PromptWall on_end failed", exc_info=True)
 

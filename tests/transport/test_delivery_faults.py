@@ -142,6 +142,13 @@ def test_413_splits_the_batch(backend: LocalBackend, proxy: FaultServer, tmp_pat
     assert len(stored_events(backend.url)) == 10
 
 
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_compression_setting(backend: LocalBackend, tmp_path: Path, compression: str) -> None:
+    target = exporter(backend.url, tmp_path, compression=compression)
+    assert target.export(chat_spans(3)).name == "SUCCESS"
+    assert target.stats_snapshot()["exported"] == 3 and len(stored_events(backend.url)) == 3
+
+
 def test_requests_respect_the_byte_budget(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
     exporter(proxy.url, tmp_path, max_batch_bytes=4096).export(chat_spans(12))
     sizes = [r.events for r in proxy.requests]
