@@ -388,16 +388,19 @@ def _messages_metadata(inputs: List[Message], outputs: List[Message], options: M
         if size > budget:
             return None
 
-    def clipped(messages: List[Message]) -> List[Dict[str, Any]]:
-        out = []
-        for message in messages:
-            item = message.as_dict()
-            if "content" in item:
-                item["content"] = truncate(item["content"], options.max_content_bytes)
-            out.append(item)
-        return out
+    cap = options.max_content_bytes
 
-    return {"input": clipped(inputs), "output": clipped(outputs)}
+    def entry(message: Message) -> Dict[str, Any]:
+        item: Dict[str, Any] = {"role": message.role}
+        if message.text:
+            item["content"] = message.text if len(message.text) * 4 <= cap else truncate(message.text, cap)
+        if message.tool_calls:
+            item["tool_calls"] = [{"name": name, "arguments": args} for name, args in message.tool_calls]
+        if message.finish_reason:
+            item["finish_reason"] = message.finish_reason
+        return item
+
+    return {"input": [entry(m) for m in inputs], "output": [entry(m) for m in outputs]}
 
 
 def build_event(
@@ -560,8 +563,8 @@ def _fill_content(event: Dict[str, Any], gen_ai: Dict[str, Any], view: SpanView,
                   dialect: str, options: MappingOptions) -> None:  # fmt: skip
     inputs, outputs = _conversation(view, logs, dialect)
     calls = [{"name": name, "arguments": args} for message in outputs for name, args in message.tool_calls]
-    if calls:
-        gen_ai["tool_calls"] = json_safe(calls[:16])
+    if calls:  # names and arguments are clean text already
+        gen_ai["tool_calls"] = calls[:16]
     if not any(message.text for message in (*inputs, *outputs)):
         # Producers with capture off still emit empty message events: roles are not content.
         gen_ai["content_captured"] = False

@@ -12,7 +12,7 @@ import json
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .values import content as clean_content
-from .values import parse_json, text
+from .values import parse_json, repair, text
 
 ToolCall = Tuple[str, str]
 """(name, arguments as text)."""
@@ -33,21 +33,14 @@ class Message:
         self.tool_calls = list(tool_calls)
         self.finish_reason = finish_reason
 
-    def as_dict(self) -> dict:
-        out: dict = {"role": self.role}
-        if self.text:
-            out["content"] = self.text
-        if self.tool_calls:
-            out["tool_calls"] = [{"name": name, "arguments": args} for name, args in self.tool_calls]
-        if self.finish_reason:
-            out["finish_reason"] = self.finish_reason
-        return out
+    def _key(self) -> tuple:
+        return self.role, self.text, self.tool_calls, self.finish_reason
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Message) and self.as_dict() == other.as_dict()
+        return isinstance(other, Message) and self._key() == other._key()
 
     def __repr__(self) -> str:
-        return f"Message({self.as_dict()!r})"
+        return f"Message{self._key()!r}"
 
 
 def arguments_text(value: Any) -> str:
@@ -60,9 +53,9 @@ def arguments_text(value: Any) -> str:
             return text(value) or ""
         value = parsed
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+        return repair(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
     except (TypeError, ValueError):
-        return str(value)
+        return repair(str(value))
 
 
 REDACTION_MARKERS = frozenset({"__REDACTED__"})
