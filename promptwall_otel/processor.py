@@ -19,7 +19,6 @@ import weakref
 from typing import Any, Deque, Dict, List, Optional
 
 from opentelemetry import baggage, trace
-from opentelemetry import context as context_api
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
@@ -124,15 +123,20 @@ class PromptWallSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         try:
-            current = parent_context if parent_context is not None else context_api.get_current()
-            parent = trace.get_current_span(current)
-            parent_span_context = parent.get_span_context()
-            base = self._contexts.get(parent_span_context.span_id) if parent_span_context.is_valid else None
-            bag = baggage.get_all(current)
+            base = None
+            parent = None
+            if span.parent is not None:  # roots (most server spans) skip the parent lookups
+                parent = trace.get_current_span(parent_context)
+                parent_span_context = parent.get_span_context()
+                if parent_span_context.is_valid:
+                    base = self._contexts.get(parent_span_context.span_id)
+                else:
+                    parent = None
+            bag = baggage.get_all(parent_context)
             if bag:
                 base = _inherited_from(bag, base, with_metadata=True)
             # A live parent's attributes as they are now (those set after its start included) win over baggage.
-            if parent_span_context.is_valid and parent.is_recording():
+            if parent is not None and parent.is_recording():
                 base = _inherited_from(_attributes_of(parent), base)
             if base is not None:
                 self._contexts.put(span.context.span_id, base)
