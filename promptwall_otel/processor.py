@@ -60,6 +60,15 @@ def _inherited_from(attributes: Any, base: Optional[Inherited], with_metadata: b
 _METADATA_PREFIX = "promptwall.metadata."
 
 
+def _overlay(base: Inherited, nearer: Optional[Inherited]) -> Inherited:
+    """``base`` with every field ``nearer`` sets replacing it (metadata merged)."""
+    if nearer is None:
+        return base
+    fields = {name: value for name, value in nearer._asdict().items() if value and name != "metadata"}
+    metadata = {**base.metadata, **nearer.metadata}
+    return base._replace(**fields, metadata=metadata)
+
+
 def _attributes_of(span: Any) -> Any:
     """The span's attribute dict itself when the SDK exposes it, else the public read-only view.
 
@@ -122,22 +131,25 @@ class PromptWallSpanProcessor(SpanProcessor):
     # --- application thread --------------------------------------------------
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
+        """Record what this span inherits: its ancestors' ids (from their live attributes) and baggage.
+
+        Baggage is visible in every descendant's own context, so only spans that
+        look like GenAI at start read it; ordinary spans pay one dict lookup.
+        """
         try:
             base = None
-            parent = None
-            if span.parent is not None:  # roots (most server spans) skip the parent lookups
+            if span.parent is not None:  # roots (most server spans) have no ancestors to read
                 parent = trace.get_current_span(parent_context)
                 parent_span_context = parent.get_span_context()
                 if parent_span_context.is_valid:
                     base = self._contexts.get(parent_span_context.span_id)
-                else:
-                    parent = None
-            bag = baggage.get_all(parent_context)
-            if bag:
-                base = _inherited_from(bag, base, with_metadata=True)
-            # A live parent's attributes as they are now (those set after its start included) win over baggage.
-            if parent is not None and parent.is_recording():
-                base = _inherited_from(_attributes_of(parent), base)
+                    if parent.is_recording():  # its attributes now, those set after its start included
+                        base = _inherited_from(_attributes_of(parent), base)
+            if is_genai(_attributes_of(span)):
+                bag = baggage.get_all(parent_context)
+                if bag:  # the span's own ancestors' attributes win over baggage
+                    from_baggage = _inherited_from(bag, None, with_metadata=True)
+                    base = _overlay(from_baggage, base) if from_baggage else base
             if base is not None:
                 self._contexts.put(span.context.span_id, base)
         except Exception:  # never into the app
@@ -146,7 +158,8 @@ class PromptWallSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         try:
             if not is_genai(_attributes_of(span)):
-                self._contexts.discard(span.context.span_id)
+                if self._contexts:  # usually empty: nothing inherited anywhere
+                    self._contexts.discard(span.context.span_id)
                 return
             queue = self._queue
             if len(queue) >= self.max_queue_size:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .messages import Message, ToolCall, arguments_text, content_text, messages_from
-from .values import parse_json, text
+from .values import indexed_rows, parse_json, text
 
 SPAN_KIND = "openinference.span.kind"
 MODEL = ("llm.response.model_name", "llm.model_name", "embedding.model_name")
@@ -44,15 +44,8 @@ def has_indexed_content(attrs: Mapping[str, Any]) -> bool:
 
 
 def _indexed(attrs: Mapping[str, Any], prefix: str, default_role: str) -> List[Message]:
-    rows: Dict[int, Dict[str, Any]] = {}
-    for key, value in attrs.items():
-        if key.startswith(prefix):
-            index, _, field = key[len(prefix):].partition(".message.")
-            if index.isdigit() and field:
-                rows.setdefault(int(index), {})[field] = value
     messages = []
-    for index in sorted(rows):
-        row = rows[index]
+    for row in indexed_rows(attrs, prefix, ".message."):
         parts = []
         j = 0
         while f"contents.{j}.message_content.type" in row or f"contents.{j}.message_content.text" in row:

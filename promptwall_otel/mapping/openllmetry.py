@@ -9,10 +9,10 @@ workflow/task/agent/tool spans with ``traceloop.span.kind`` and stamps
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 from .messages import Message, ToolCall, arguments_text, content_text
-from .values import text
+from .values import indexed_rows, text
 
 REQUEST_TYPE = "llm.request.type"
 SPAN_KIND = "traceloop.span.kind"
@@ -38,17 +38,8 @@ def has_indexed_content(attrs: Mapping[str, Any]) -> bool:
 
 
 def _indexed(attrs: Mapping[str, Any], prefix: str, default_role: str) -> List[Message]:
-    # Group gen_ai.prompt.<i>.<field>; only numeric <i> (gen_ai.prompt.name is a 1.39 semconv attribute).
-    rows: Dict[int, Dict[str, Any]] = {}
-    for key, value in attrs.items():
-        if not key.startswith(prefix):
-            continue
-        index, _, field = key[len(prefix):].partition(".")
-        if index.isdigit() and field:
-            rows.setdefault(int(index), {})[field] = value
     messages = []
-    for index in sorted(rows):
-        row = rows[index]
+    for row in indexed_rows(attrs, prefix):
         calls: List[ToolCall] = []
         j = 0
         while f"tool_calls.{j}.name" in row:

@@ -63,6 +63,22 @@ class Lookup:
         return found
 
 
+def indexed_rows(attributes: Mapping[str, Any], prefix: str, separator: str = ".") -> List[Dict[str, Any]]:
+    """``{prefix}{i}{separator}{field}`` attributes grouped by numeric ``i``, in index order.
+
+    OpenLLMetry (``gen_ai.prompt.0.role``) and OpenInference
+    (``llm.input_messages.0.message.role``) flatten message lists this way;
+    non-numeric indexes (``gen_ai.prompt.name``) are not rows.
+    """
+    rows: Dict[int, Dict[str, Any]] = {}
+    for key, value in attributes.items():
+        if key.startswith(prefix):
+            index, _, field = key[len(prefix):].partition(separator)
+            if index.isdigit() and field:
+                rows.setdefault(int(index), {})[field] = value
+    return [rows[index] for index in sorted(rows)]
+
+
 def text(value: Any) -> Optional[str]:
     """A clean string from an attribute value, None if there is nothing.
 
