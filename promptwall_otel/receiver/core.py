@@ -120,6 +120,7 @@ class ReceiverCore:
         correlation_wait_s: float = 2.0,
         max_pending_spans: int = 50_000,
         max_queued_records: int = 50_000,
+        max_tenants: int = 64,
         timeout_s: float = 10.0,
         retry_window_s: float = 10.0,
         compression: str = "gzip",
@@ -132,6 +133,7 @@ class ReceiverCore:
         self.correlation_wait_s = correlation_wait_s
         self.max_pending_spans = max_pending_spans
         self.max_queued_records = max_queued_records
+        self.max_tenants = max_tenants
         self.timeout_s = timeout_s
         self.retry_window_s = retry_window_s
         self.compression = compression
@@ -184,6 +186,9 @@ class ReceiverCore:
             if len(self._pending) >= self.max_pending_spans:
                 raise Overloaded(f"{len(self._pending)} spans waiting to be mapped")
             sender = self._senders.get(tenant)
+            if sender is None and len(self._senders) >= self.max_tenants:
+                # Each key gets a thread and a spool: random keys must not exhaust either.
+                raise Overloaded(f"more than {self.max_tenants} distinct PromptWall keys", retry_after_s=60)
             if sender is not None and (len(sender._queue) >= self.max_queued_records or sender.spool_full()):
                 raise Overloaded("forwarding queue or spool full")
             for view in views:

@@ -286,3 +286,14 @@ def test_full_downstream_spool_is_503(tmp_path: Path) -> None:
         time.sleep(1.1)
         response = otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-after-full-002"))
         assert response.status_code == 503 and "Retry-After" in response.headers
+
+
+def test_distinct_keys_are_bounded(behind: LocalBackend, tmp_path: Path) -> None:
+    with Receiver(behind.url, "127.0.0.1:0", None, correlation_wait_s=0.05, max_tenants=2,
+                  spool_root=str(tmp_path)) as receiver:  # fmt: skip
+        statuses = []
+        for n in range(3):
+            statuses.append(otlp_post(receiver.http_url + "/v1/traces", chat_request(f"chatcmpl-tenant-cap-{n:04d}"),
+                                      **{"X-API-Key": f"key-{n}"}).status_code)  # fmt: skip
+            time.sleep(0.3)  # let the receiver create the tenant's sender
+        assert statuses == [200, 200, 503]
