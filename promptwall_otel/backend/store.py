@@ -96,9 +96,6 @@ class EventStore:
         with self._lock:
             return self._conn.execute(sql, tuple(params)).fetchall()
 
-    def count(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM events")[0][0])
-
     def recent(
         self,
         limit: int = 50,

@@ -11,7 +11,7 @@ import copy
 import enum
 import hashlib
 import logging
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ..record import STATUSES, format_ns
 from . import logfire, openinference, openllmetry, semconv, vercel
@@ -630,7 +630,3 @@ def _redacted(event: Dict[str, Any], options: MappingOptions) -> Optional[Dict[s
     logger.error("redact hook returned %s, not a record or None; record sent without content", type(result).__name__)
     return fallback
 
-
-def iter_content_logs(logs: Iterable[LogView]) -> List[LogView]:
-    """The log records that carry GenAI content (the rest cost nothing further)."""
-    return [log for log in logs if log.event_name in semconv.CONTENT_EVENTS]

@@ -91,10 +91,6 @@ class SpanView:
         self.scope_name = scope_name
         self.scope_version = scope_version
 
-    @property
-    def ids(self) -> Tuple[int, int]:
-        return self.trace_id, self.span_id
-
     def __repr__(self) -> str:
         return f"SpanView(name={self.name!r}, trace_id={self.trace_id:032x}, span_id={self.span_id:016x})"
 

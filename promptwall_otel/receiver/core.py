@@ -311,9 +311,6 @@ class ReceiverCore:
                 self.stats.add("dropped", len(records))
                 self._log.log(logging.ERROR, "full", "receiver: forwarding queue full, %d records dropped", len(records))
 
-    def pending(self) -> int:
-        return len(self._pending)
-
     def snapshot(self) -> Dict[str, int]:
         with self._lock:
             counters = dict(self.counters)

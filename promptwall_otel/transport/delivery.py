@@ -160,9 +160,6 @@ class Delivery:
         if lines:
             self._keep(list(lines))
 
-    def spool_pending(self) -> int:
-        return self.spool.pending() if self.spool is not None else 0
-
     # --- internals -----------------------------------------------------------
 
     def _encode_valid(self, records: Iterable[Dict[str, Any]]) -> List[bytes]:
