@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from . import config
 from ._stores import ContentStore, ContextStore, default_content, default_contexts
 from .mapping import MappingOptions, from_readable_span, is_genai
+from .mapping.view import attributes_of
 from .mapping.ledger import TraceLedger
 from .stats import ExportStats, register_metrics
 from .transport import Delivery, EventsClient, Spool
@@ -100,7 +101,7 @@ class PromptWallSpanExporter(SpanExporter):
 
     def records_for(self, spans: Sequence[ReadableSpan]) -> List[Dict[str, Any]]:
         """The events these spans map to (no I/O); what ``export`` sends."""
-        views = [from_readable_span(span) for span in spans if is_genai(span.attributes)]
+        views = [from_readable_span(span) for span in spans if is_genai(attributes_of(span))]
         if not views:
             return []
         return self._ledger.map_batch(views, self.mapping, logs_for=self.content.pop_for,
