@@ -62,7 +62,6 @@ _REASONING_KEYS = semconv.REASONING + openllmetry.REASONING + openinference.REAS
 _COST_KEYS = semconv.COST + openinference.COST
 _RESPONSE_ID_KEYS = semconv.RESPONSE_ID + vercel.RESPONSE_ID
 
-PROMPTWALL_PREFIX = "promptwall."
 METADATA_PREFIX = "promptwall.metadata."
 _SESSION_KEYS = ("promptwall.session_id",) + semconv.CONVERSATION + openinference.SESSION + openllmetry.SESSION \
     + vercel.SESSION + ("langfuse.session.id", "gcp.vertex.agent.session_id")  # fmt: skip
