@@ -380,26 +380,21 @@ def _messages_metadata(inputs: List[Message], outputs: List[Message], options: M
     cost more than the rest of the mapping.
     """
     budget = options.max_messages_bytes
+    cap = options.max_content_bytes
     size = 0
+    oversized = False
     for message in (*inputs, *outputs):
-        size += 48 + min(len(message.text), options.max_content_bytes)
-        size += sum(len(name) + len(args) + 32 for name, args in message.tool_calls)
+        body = message.get("content", "")
+        size += 48 + min(len(body), cap)
+        oversized = oversized or len(body) * 4 > cap
+        if "tool_calls" in message:
+            size += sum(len(call["name"]) + len(call["arguments"]) + 32 for call in message["tool_calls"])
         if size > budget:
             return None
-
-    cap = options.max_content_bytes
-
-    def entry(message: Message) -> Dict[str, Any]:
-        item: Dict[str, Any] = {"role": message.role}
-        if message.text:
-            item["content"] = message.text if len(message.text) * 4 <= cap else truncate(message.text, cap)
-        if message.tool_calls:
-            item["tool_calls"] = [{"name": name, "arguments": args} for name, args in message.tool_calls]
-        if message.finish_reason:
-            item["finish_reason"] = message.finish_reason
-        return item
-
-    return {"input": [entry(m) for m in inputs], "output": [entry(m) for m in outputs]}
+    if oversized:  # rare: copy only then, the messages are shared with the rest of the record
+        inputs, outputs = ([{**m, "content": truncate(m["content"], cap)} if "content" in m else m for m in side]
+                           for side in (inputs, outputs))  # fmt: skip
+    return {"input": inputs, "output": outputs}
 
 
 def build_event(
@@ -561,14 +556,14 @@ def _fill_cost(event: Dict[str, Any], found: Mapping[str, Any], tokens: Mapping[
 def _fill_content(event: Dict[str, Any], gen_ai: Dict[str, Any], view: SpanView, logs: Sequence[LogView],
                   dialect: str, options: MappingOptions) -> None:  # fmt: skip
     inputs, outputs = _conversation(view, logs, dialect)
-    calls = [{"name": name, "arguments": args} for message in outputs for name, args in message.tool_calls]
+    calls = [call for message in outputs for call in message.get("tool_calls", ())]
     if calls:  # names and arguments are clean text already
         gen_ai["tool_calls"] = calls[:16]
-    if not any(message.text for message in (*inputs, *outputs)):
+    prompt = prompt_of(inputs)
+    if prompt is None and not any("content" in message for message in outputs):
         # Producers with capture off still emit empty message events: roles are not content.
         gen_ai["content_captured"] = False
         return
-    prompt = prompt_of(inputs)
     answer = answer_of(outputs)
     truncated = []
     for field, value in (("prompt", prompt), ("answer", answer)):

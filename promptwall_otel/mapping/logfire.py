@@ -36,7 +36,7 @@ def messages(attrs: Mapping[str, Any]) -> Tuple[List[Message], List[Message]]:
         outputs = messages_from(reply, "assistant")
     if not inputs and attrs.get(ALL_MESSAGES) is not None:
         history = messages_from(attrs[ALL_MESSAGES], "user")
-        last_answer = next((i for i in range(len(history) - 1, -1, -1) if history[i].role == "assistant"), None)
+        last_answer = next((i for i in range(len(history) - 1, -1, -1) if history[i]["role"] == "assistant"), None)
         inputs = history[:last_answer] if last_answer is not None else history
         outputs = outputs or (history[last_answer:last_answer + 1] if last_answer is not None else [])
     if not outputs and attrs.get(FINAL_RESULT) is not None:

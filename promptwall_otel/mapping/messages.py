@@ -2,14 +2,14 @@
 
 Semantic-convention parts (``{role, parts: [{type: text, content}]}``),
 OpenAI chat messages (``{role, content, tool_calls}``), the 1.28 message
-events, AI SDK parts (``{type: text, text}``) all become :class:`Message`;
+events, AI SDK parts (``{type: text, text}``) all become one :data:`Message` dict;
 the record then only needs "the latest user turn" and "the first answer".
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .values import content as clean_content
 from .values import parse_json, repair, text
@@ -17,30 +17,25 @@ from .values import parse_json, repair, text
 ToolCall = Tuple[str, str]
 """(name, arguments as text)."""
 
+Message = Dict[str, Any]
+"""``{"role", "content"?, "tool_calls"?: [{"name", "arguments"}], "finish_reason"?}``.
 
-class Message:
-    __slots__ = ("role", "text", "tool_calls", "finish_reason")
+A plain dict in exactly the shape ``metadata.gen_ai.messages`` carries: the
+record then uses the messages as they are, with no second set of objects
+(building those was a measurable part of mapping a span).
+"""
 
-    def __init__(
-        self,
-        role: str,
-        text: str = "",
-        tool_calls: Sequence[ToolCall] = (),
-        finish_reason: Optional[str] = None,
-    ) -> None:
-        self.role = role
-        self.text = text
-        self.tool_calls = list(tool_calls)
-        self.finish_reason = finish_reason
 
-    def _key(self) -> tuple:
-        return self.role, self.text, self.tool_calls, self.finish_reason
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Message) and self._key() == other._key()
-
-    def __repr__(self) -> str:
-        return f"Message{self._key()!r}"
+def message(role: str, text: str = "", tool_calls: Sequence[ToolCall] = (), finish_reason: Optional[str] = None) -> Message:
+    """A :data:`Message`; empty fields are left out."""
+    item: Message = {"role": role}
+    if text:
+        item["content"] = text
+    if tool_calls:
+        item["tool_calls"] = [{"name": name, "arguments": args} for name, args in tool_calls]
+    if finish_reason:
+        item["finish_reason"] = finish_reason
+    return item
 
 
 def arguments_text(value: Any) -> str:
@@ -99,34 +94,35 @@ def _tool_calls(raw: Any) -> List[ToolCall]:
 def from_parts_message(raw: Mapping[str, Any], default_role: str) -> Message:
     """A semantic-convention message: ``{role, parts: [...], finish_reason}`` (1.37+).
 
-    The most common shape of all, so plain strings take a short path.
+    The most common shape of all, so clean strings take a short path.
     """
+    role = raw.get("role")
+    item: Message = {"role": role if type(role) is str and role else text(role) or default_role}
     texts: List[str] = []
-    calls: List[ToolCall] = []
+    calls: List[Dict[str, str]] = []
     for part in raw.get("parts") or ():
         if type(part) is not dict:
             continue
         kind = part.get("type")
         if kind == "text":
             body = part.get("content", part.get("text"))
-            if type(body) is str and body.isascii():
-                texts.append(body)
-            else:
-                texts.append(clean_content(body))
+            texts.append(body if type(body) is str and body.isascii() else clean_content(body))
         elif kind == "tool_call":
             name = text(part.get("name"))
             if name:
-                calls.append((name, arguments_text(part.get("arguments"))))
+                calls.append({"name": name, "arguments": arguments_text(part.get("arguments"))})
         elif kind == "tool_call_response":
             texts.append(content_text(arguments_text(part.get("response", part.get("result")))))
-    role = raw.get("role")
+    body = texts[0] if len(texts) == 1 else "\n".join(filter(None, texts))
+    if body:
+        item["content"] = body
+    if calls:
+        item["tool_calls"] = calls
     finish = raw.get("finish_reason")
-    return Message(
-        role if type(role) is str and role else text(role) or default_role,
-        texts[0] if len(texts) == 1 else "\n".join(filter(None, texts)),
-        calls,
-        finish if type(finish) is str else text(finish),
-    )
+    finish = finish if type(finish) is str else text(finish)
+    if finish:
+        item["finish_reason"] = finish
+    return item
 
 
 def from_chat_message(raw: Mapping[str, Any], default_role: str) -> Message:
@@ -135,17 +131,18 @@ def from_chat_message(raw: Mapping[str, Any], default_role: str) -> Message:
         return from_parts_message(raw, default_role)
     inner = raw.get("message")
     if isinstance(inner, dict):  # a 1.28 gen_ai.choice body
-        message = from_chat_message(inner, default_role)
-        message.tool_calls = message.tool_calls or _tool_calls(raw.get("tool_calls"))
-        message.finish_reason = text(raw.get("finish_reason")) or message.finish_reason
-        return message
+        item = from_chat_message(inner, default_role)
+        if "tool_calls" not in item:
+            item.update(message(item["role"], tool_calls=_tool_calls(raw.get("tool_calls"))))
+        finish = text(raw.get("finish_reason"))
+        if finish:
+            item["finish_reason"] = finish
+        return item
     content = raw.get("content")
     calls = _tool_calls(raw.get("tool_calls"))
     if isinstance(content, (list, tuple)):  # AI SDK parts may carry tool calls
         calls += [c for c in (_tool_call(p) for p in content if isinstance(p, dict) and p.get("type") == "tool-call") if c]
-    return Message(
-        text(raw.get("role")) or default_role, content_text(content), calls, text(raw.get("finish_reason"))
-    )
+    return message(text(raw.get("role")) or default_role, content_text(content), calls, text(raw.get("finish_reason")))
 
 
 def messages_from(value: Any, default_role: str = "user") -> List[Message]:
@@ -160,17 +157,17 @@ def messages_from(value: Any, default_role: str = "user") -> List[Message]:
     if parsed is None:
         if isinstance(value, (str, bytes)):
             body = content_text(value)
-            return [Message(default_role, body)] if body else []
+            return [message(default_role, body)] if body else []
         return []
     if isinstance(parsed, str):
         body = content_text(parsed)
-        return [Message(default_role, body)] if body else []
+        return [message(default_role, body)] if body else []
     if isinstance(parsed, dict):
         for key in ("messages", "choices"):
             if isinstance(parsed.get(key), list):
                 return messages_from(parsed[key], default_role)
         if "prompt" in parsed or "system" in parsed:  # AI SDK ai.prompt
-            out = [Message("system", content_text(parsed["system"]))] if parsed.get("system") else []
+            out = [message("system", content_text(parsed["system"]))] if parsed.get("system") else []
             return out + messages_from(parsed.get("prompt"), default_role)
         parsed = [parsed]
     if not isinstance(parsed, (list, tuple)):
@@ -180,7 +177,7 @@ def messages_from(value: Any, default_role: str = "user") -> List[Message]:
         if isinstance(item, dict):
             out.append(from_chat_message(item, default_role))
         elif isinstance(item, str) and item.strip():
-            out.append(Message(default_role, item))
+            out.append(message(default_role, item))
     return out
 
 
@@ -189,26 +186,30 @@ def system_instructions(value: Any) -> List[Message]:
     parsed = parse_json(value)
     if isinstance(parsed, list):
         body = "\n".join(filter(None, (content_text(part) for part in parsed)))
-        return [Message("system", body)] if body else []
+        return [message("system", body)] if body else []
     return messages_from(value, "system")
 
 
-def prompt_of(messages: Iterable[Message]) -> Optional[str]:
+def prompt_of(messages: Sequence[Message]) -> Optional[str]:
     """The latest user turn's text; without user turns, the last message's."""
-    last: Optional[Message] = None
-    for message in reversed(list(messages)):
-        if last is None and message.text:
-            last = message
-        if message.role == "user" and message.text:
-            return message.text
-    return last.text if last else None
+    last: Optional[str] = None
+    for item in reversed(messages):
+        body = item.get("content")
+        if body:
+            if item["role"] == "user":
+                return body
+            if last is None:
+                last = body
+    return last
 
 
 def answer_of(messages: Sequence[Message]) -> Optional[str]:
     """The first choice's text, or its tool calls written readably."""
-    for message in messages:
-        if message.text:
-            return message.text
-        if message.tool_calls:
-            return "\n".join(f"[tool call] {name}({args})" for name, args in message.tool_calls)
+    for item in messages:
+        body = item.get("content")
+        if body:
+            return body
+        calls = item.get("tool_calls")
+        if calls:
+            return "\n".join(f"[tool call] {call['name']}({call['arguments']})" for call in calls)
     return None

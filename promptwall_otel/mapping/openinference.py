@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .messages import Message, ToolCall, arguments_text, content_text, messages_from
+from .messages import Message, ToolCall, arguments_text, content_text, message, messages_from
 from .values import indexed_rows, parse_json, text
 
 SPAN_KIND = "openinference.span.kind"
@@ -58,7 +58,7 @@ def _indexed(attrs: Mapping[str, Any], prefix: str, default_role: str) -> List[M
                           arguments_text(row.get(f"tool_calls.{j}.tool_call.function.arguments"))))  # fmt: skip
             j += 1
         body = content_text(row.get("content")) or "\n".join(filter(None, parts))
-        messages.append(Message(text(row.get("role")) or default_role, body, calls))
+        messages.append(message(text(row.get("role")) or default_role, body, calls))
     return messages
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping, Optional, Tuple
 
-from .messages import Message, ToolCall, arguments_text, content_text
+from .messages import Message, ToolCall, arguments_text, content_text, message
 from .values import indexed_rows, text
 
 REQUEST_TYPE = "llm.request.type"
@@ -46,7 +46,7 @@ def _indexed(attrs: Mapping[str, Any], prefix: str, default_role: str) -> List[M
             calls.append((text(row[f"tool_calls.{j}.name"]) or "", arguments_text(row.get(f"tool_calls.{j}.arguments"))))
             j += 1
         messages.append(
-            Message(text(row.get("role")) or default_role, content_text(row.get("content")), calls,
+            message(text(row.get("role")) or default_role, content_text(row.get("content")), calls,
                     text(row.get("finish_reason")))  # fmt: skip
         )
     return messages

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, List, Mapping, Optional, Tuple
 
-from .messages import Message, messages_from, system_instructions
+from .messages import Message, message, messages_from, system_instructions
 from .values import parse_json, text
 
 OPERATION = "gen_ai.operation.name"
@@ -130,7 +130,7 @@ def from_message_events(events: Iterable[Tuple[str, Any, Mapping[str, Any]]]) ->
         if name == CHOICE_EVENT:
             outputs += parsed
         else:
-            inputs += [m for m in parsed if m.text or m.tool_calls] or [Message(role or "user")]
+            inputs += [m for m in parsed if "content" in m or "tool_calls" in m] or [message(role or "user")]
     return inputs, outputs
 
 
