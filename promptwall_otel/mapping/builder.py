@@ -17,7 +17,7 @@ from ..record import STATUSES, format_ns
 from . import logfire, openinference, openllmetry, semconv, vercel
 from .messages import Message, answer_of, prompt_of
 from .options import MappingOptions
-from .values import Lookup, count, first, json_safe, number, repair, strings, text, truncate
+from .values import KeyPlan, Lookup, count, first, json_safe, number, repair, strings, text, truncate
 from .view import LogView, SpanView
 
 logger = logging.getLogger("promptwall_otel")
@@ -68,6 +68,9 @@ _SESSION_KEYS = ("promptwall.session_id",) + semconv.CONVERSATION + openinferenc
 _USER_KEYS = ("promptwall.user_id",) + openinference.USER + ("enduser.id",) + openllmetry.USER_ID + vercel.USER \
     + ("langfuse.user.id",) + semconv.USER + openllmetry.USER + ("enduser.pseudo.id",)  # fmt: skip
 
+_USER_PREFIXES = (METADATA_PREFIX, openllmetry.ASSOCIATION_PREFIX, vercel.METADATA_PREFIX)
+_NOT_USER_KEYS = frozenset(openllmetry.SESSION + openllmetry.USER_ID + vercel.SESSION + vercel.USER)
+
 FIELDS = Lookup({
     "provider": _PROVIDER_KEYS,
     "ai_sdk_provider": vercel.PROVIDER,
@@ -88,8 +91,16 @@ FIELDS = Lookup({
     "workflow": ("gen_ai.workflow.name",) + openllmetry.WORKFLOW_NAME + vercel.FUNCTION_ID,
     "session": _SESSION_KEYS,
     "user": _USER_KEYS,
-})  # fmt: skip
-"""Every single-valued field's sources; docs/mapping.md lists the same orders."""
+    "use_case": ("promptwall.use_case",),
+    "team_id": ("promptwall.team_id",),
+    "integration_id": ("promptwall.integration_id",),
+    "final_decision": ("promptwall.final_decision",),
+    "status": ("promptwall.status",),
+    "risk_score": ("promptwall.risk_score",),
+}, names=semconv.REQUEST_PARAMS, prefixes=_USER_PREFIXES, exclude=_NOT_USER_KEYS)  # fmt: skip
+"""Every single-valued field's sources (docs/mapping.md lists the same orders), the request
+parameters by name, and the prefixes of user metadata (``promptwall.metadata.*``, OpenLLMetry
+association properties, AI SDK telemetry metadata)."""
 
 # Attributes (on an ancestor span, or baggage entries) whose values descendants inherit, in priority order.
 INHERITED_KEYS = {
@@ -111,6 +122,7 @@ _PROVIDERS = {
     "mistral_ai": "mistral", "mistralai": "mistral", "x_ai": "xai", "ibm.watsonx.ai": "ibm", "moonshot_ai": "moonshot",
 }  # fmt: skip
 
+_RECORD_TOKEN_FIELDS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
 _RESPONSE_ID_MIN_CHARS = 16
 _DEDUPE_WINDOW_NS = 10_000_000_000
 
@@ -249,20 +261,6 @@ def _conversation(view: SpanView, logs: Sequence[LogView], dialect: str) -> Tupl
     return inputs, outputs
 
 
-_USER_PREFIXES = (METADATA_PREFIX, openllmetry.ASSOCIATION_PREFIX, vercel.METADATA_PREFIX)
-_NOT_USER_KEYS = frozenset(openllmetry.SESSION + openllmetry.USER_ID + vercel.SESSION + vercel.USER)
-
-
-def _prefixed(attributes: Mapping[str, Any]) -> Dict[str, Any]:
-    """``promptwall.metadata.*``, OpenLLMetry association properties, AI SDK telemetry metadata: one pass."""
-    found: Dict[str, Any] = {}
-    for key, value in attributes.items():
-        if key.startswith(_USER_PREFIXES) and key not in _NOT_USER_KEYS:
-            prefix = next(p for p in _USER_PREFIXES if key.startswith(p))
-            found[key[len(prefix):]] = value
-    return found
-
-
 class _ResourceFacts(NamedTuple):
     integration_id: str
     metadata: Dict[str, Any]
@@ -291,27 +289,24 @@ def _facts(resource: Mapping[str, Any], options: MappingOptions) -> _ResourceFac
     return facts
 
 
-def _user_metadata(view: SpanView, inherited: Inherited, facts: _ResourceFacts) -> Dict[str, Any]:
+def _user_metadata(attrs: Mapping[str, Any], plan: KeyPlan, inherited: Inherited, facts: _ResourceFacts) -> Dict[str, Any]:
     """Metadata the user chose: resource, inherited, then the span's own (nearest wins)."""
-    attrs = view.attributes
-    found: Dict[str, Any] = {**facts.metadata, **inherited.metadata, **_prefixed(attrs)}
+    found: Dict[str, Any] = {**facts.metadata, **inherited.metadata}
+    for key, name in plan.prefixed:
+        found[name] = attrs[key]
     if openinference.METADATA in attrs:
         found.update(openinference.user_metadata(attrs))
     return found
 
 
-def _dimension(attrs: Mapping[str, Any], resource: Mapping[str, Any], key: str, *fallbacks: Optional[str]) -> Optional[str]:
-    value = text(attrs.get(key)) or next((f for f in fallbacks if f), None) or text(resource.get(key))
+def _dimension(own: Any, inherited: Optional[str], option: Optional[str], resource: Mapping[str, Any], key: str) -> Optional[str]:
+    """The span's own value, else inherited, else the configured default, else the resource's."""
+    value = (own is not None and text(own)) or inherited or option or text(resource.get(key))
     return value[:256] if value else None
 
 
-def _integration_id(view: SpanView, options: MappingOptions, facts: _ResourceFacts) -> str:
-    explicit = text(view.attributes.get("promptwall.integration_id")) or options.integration_id
-    return explicit[:256] if explicit else facts.integration_id
-
-
-def _request_params(attrs: Mapping[str, Any], dialect: str) -> Dict[str, Any]:
-    params = {name: json_safe(attrs[key]) for key, name in semconv.REQUEST_PARAMS.items() if key in attrs}
+def _request_params(attrs: Mapping[str, Any], plan: KeyPlan, dialect: str) -> Dict[str, Any]:
+    params = {name: json_safe(attrs[key]) for key, name in plan.named}
     if dialect == "openinference":
         for name, value in openinference.invocation_parameters(attrs).items():
             if name not in ("model", "messages", "tools") and not isinstance(value, (dict, list)):
@@ -324,7 +319,7 @@ def _tokens(attrs: Mapping[str, Any], found: Mapping[str, Any], dialect: str, pr
     """Token counts and their details, under record field names."""
     prompt = count(found.get("input"), "prompt_tokens", warnings)
     completion = count(found.get("output"), "completion_tokens", warnings)
-    total = count(found.get("total"), "total_tokens", warnings)
+    total = count(found["total"], "total_tokens", warnings) if "total" in found else None
     if prompt is None and completion is None and total is not None and attrs.get(vercel.OPERATION_ID) in vercel.EMBEDDING_OPERATIONS:
         prompt = total  # AI SDK embeddings: ai.usage.tokens is all input
     if prompt is None and completion is None and dialect == "logfire":
@@ -332,9 +327,9 @@ def _tokens(attrs: Mapping[str, Any], found: Mapping[str, Any], dialect: str, pr
         if usage:
             prompt = count(usage.get("prompt_tokens", usage.get("input_tokens")), "prompt_tokens", warnings)
             completion = count(usage.get("completion_tokens", usage.get("output_tokens")), "completion_tokens", warnings)
-    cache_read = count(found.get("cache_read"), "cache_read_tokens", warnings) or 0
-    cache_write = count(found.get("cache_write"), "cache_write_tokens", warnings) or 0
-    reasoning = count(found.get("reasoning"), "reasoning_tokens", warnings) or 0
+    cache_read = count(found["cache_read"], "cache_read_tokens", warnings) or 0 if "cache_read" in found else 0
+    cache_write = count(found["cache_write"], "cache_write_tokens", warnings) or 0 if "cache_write" in found else 0
+    reasoning = count(found["reasoning"], "reasoning_tokens", warnings) or 0 if "reasoning" in found else 0
     out: Dict[str, int] = {}
     if provider == "anthropic" and prompt is not None and prompt < cache_read + cache_write:
         # Anthropic's own input_tokens excludes the cache; semconv >= 1.40 wants it included.
@@ -421,23 +416,27 @@ def build_event(
         return None
 
     attrs = view.attributes
-    facts = _facts(view.resource, options)
-    found = FIELDS.resolve(attrs)
+    resource = view.resource
+    facts = _facts(resource, options)
+    plan = FIELDS.plan(attrs)
+    found = FIELDS.resolve(attrs, plan)
+    get = found.get
     warnings: List[str] = []
-    provider_raw = text(found.get("provider"))
-    ai_sdk_provider = provider_raw is not None and provider_raw == text(found.get("ai_sdk_provider"))
+    provider_raw = text(get("provider"))
+    ai_sdk_provider = provider_raw is not None and "ai_sdk_provider" in found and provider_raw == text(found["ai_sdk_provider"])
     provider = normalize_provider(vercel.provider(provider_raw) if ai_sdk_provider and provider_raw else provider_raw)
-    model = text(found.get("model"))
-    request_model = text(found.get("request_model"))
+    model = text(get("model"))
+    request_model = text(get("request_model"))
     if model is None and dialect == "openinference":
         model = text(openinference.invocation_parameters(attrs).get("model"))
     response_id = _response_id(attrs, found, dialect)
     tokens = _tokens(attrs, found, dialect, provider, warnings)
-    reasons = semconv.finish_reasons(attrs) or strings(found.get("finish_reasons")) \
+    reasons = semconv.finish_reasons(attrs) or strings(get("finish_reasons")) \
         or strings(openllmetry.finish_reason(attrs))  # fmt: skip
     # The output schema says tool_call; OpenAI, the 1.28 events and util-genai say tool_calls, the AI SDK tool-calls.
     reasons = ["tool_call" if r in ("tool_calls", "tool-calls") else r for r in reasons]
     status, error = _status(view, attrs, reasons)
+    integration_id = text(get("integration_id")) or options.integration_id
 
     event: Dict[str, Any] = {
         "request_id": request_id_for(view, response_id, options) if usage_source is None
@@ -447,7 +446,7 @@ def build_event(
         "finished_at": format_ns(view.end_ns),
         "latency_ms": max(0, (view.end_ns - view.start_ns) // 1_000_000),
         "status": status,
-        "integration_id": _integration_id(view, options, facts),
+        "integration_id": integration_id[:256] if integration_id else facts.integration_id,
     }
     if provider:
         event["provider"] = provider[:256]
@@ -461,27 +460,28 @@ def build_event(
 
     _fill_cost(event, found, tokens, model, request_model, options)
 
-    resource = view.resource
-    session = text(found.get("session")) or inherited.session_id or text(resource.get("promptwall.session_id"))
-    user = text(found.get("user")) or inherited.user_id or text(resource.get("promptwall.user_id"))
+    session = text(get("session")) or inherited.session_id or text(resource.get("promptwall.session_id"))
+    user = text(get("user")) or inherited.user_id or text(resource.get("promptwall.user_id"))
     if session:
         event["session_id"] = session[:256]
     if user:
         event["end_user_id"] = event["user_id"] = user[:256]
-    use_case = _dimension(attrs, resource, "promptwall.use_case", inherited.use_case, options.use_case)
-    team = _dimension(attrs, resource, "promptwall.team_id", inherited.team_id, options.team_id)
+    use_case = _dimension(get("use_case"), inherited.use_case, options.use_case, resource, "promptwall.use_case")
+    team = _dimension(get("team_id"), inherited.team_id, options.team_id, resource, "promptwall.team_id")
     if use_case:
         event["use_case"] = use_case
     if team:
         event["team_id"] = team
-    decision = text(attrs.get("promptwall.final_decision"))
-    if decision:
-        event["final_decision"] = decision[:64]
-    if text(attrs.get("promptwall.status")) in STATUSES:
-        event["status"] = text(attrs["promptwall.status"])
-    risk = number(attrs.get("promptwall.risk_score"))
-    if risk is not None:
-        event["risk_score"] = min(1.0, max(0.0, risk))
+    if "final_decision" in found:
+        decision = text(found["final_decision"])
+        if decision:
+            event["final_decision"] = decision[:64]
+    if "status" in found and text(found["status"]) in STATUSES:
+        event["status"] = text(found["status"])
+    if "risk_score" in found:
+        risk = number(found["risk_score"])
+        if risk is not None:
+            event["risk_score"] = min(1.0, max(0.0, risk))
 
     gen_ai: Dict[str, Any] = {"operation": operation}
     if provider_raw and provider_raw != provider:
@@ -492,24 +492,27 @@ def build_event(
         gen_ai["response_id"] = response_id
     if reasons:
         gen_ai["finish_reasons"] = reasons
-    params = _request_params(attrs, dialect)
+    params = _request_params(attrs, plan, dialect)
     if params:
         gen_ai["request"] = params
-    usage = {k: v for k, v in tokens.items() if k not in ("prompt_tokens", "completion_tokens", "total_tokens")}
-    if usage:
+    usage = {k: v for k, v in tokens.items() if k not in _RECORD_TOKEN_FIELDS}
+    if usage:  # cache, reasoning, or a reported total that differs from the counts
         gen_ai["usage"] = usage
     if usage_source:
         gen_ai["usage_source"] = usage_source
-    ttft = number(found.get("ttft_seconds"))
-    ttft_ms = ttft * 1000 if ttft is not None else number(found.get("ttft_ms"))
-    if ttft_ms is not None:
-        gen_ai["ttft_ms"] = round(ttft_ms, 3)
-    agent = text(found.get("agent"))
-    if agent:
-        gen_ai["agent_name"] = agent
-    workflow = text(found.get("workflow"))
-    if workflow:
-        gen_ai["workflow_name"] = workflow
+    if "ttft_seconds" in found or "ttft_ms" in found:
+        ttft = number(get("ttft_seconds"))
+        ttft_ms = ttft * 1000 if ttft is not None else number(get("ttft_ms"))
+        if ttft_ms is not None:
+            gen_ai["ttft_ms"] = round(ttft_ms, 3)
+    if "agent" in found:
+        agent = text(found["agent"])
+        if agent:
+            gen_ai["agent_name"] = agent
+    if "workflow" in found:
+        workflow = text(found["workflow"])
+        if workflow:
+            gen_ai["workflow_name"] = workflow
     if error:
         gen_ai["error"] = error
 
@@ -521,7 +524,8 @@ def build_event(
         gen_ai["mapping_warnings"] = warnings
         logger.info("span %s mapped with repairs: %s", view.name, "; ".join(warnings))
 
-    metadata = {repair(str(k)): json_safe(v) for k, v in _user_metadata(view, inherited, facts).items()}
+    user_metadata = _user_metadata(attrs, plan, inherited, facts)
+    metadata = {repair(str(k)): json_safe(v) for k, v in user_metadata.items()} if user_metadata else {}
     if openinference.TAGS in attrs:
         metadata.setdefault("tags", strings(attrs[openinference.TAGS]))
     metadata["gen_ai"] = gen_ai

@@ -94,13 +94,30 @@ def _tool_calls(raw: Any) -> List[ToolCall]:
 def from_parts_message(raw: Mapping[str, Any], default_role: str) -> Message:
     """A semantic-convention message: ``{role, parts: [...], finish_reason}`` (1.37+).
 
-    The most common shape of all, so clean strings take a short path.
+    The most common shape of all (one clean text part), so it takes a short path.
     """
     role = raw.get("role")
     item: Message = {"role": role if type(role) is str and role else text(role) or default_role}
+    parts = raw.get("parts")
+    first = parts[0] if type(parts) is list and len(parts) == 1 else None
+    body = first.get("content") if type(first) is dict and first.get("type") == "text" else None
+    if type(body) is str and body.isascii():
+        if body:
+            item["content"] = body
+    else:
+        _fill_from_parts(item, parts)
+    finish = raw.get("finish_reason")
+    if finish is not None:
+        finish = finish if type(finish) is str else text(finish)
+        if finish:
+            item["finish_reason"] = finish
+    return item
+
+
+def _fill_from_parts(item: Message, parts: Any) -> None:
     texts: List[str] = []
     calls: List[Dict[str, str]] = []
-    for part in raw.get("parts") or ():
+    for part in parts or ():
         if type(part) is not dict:
             continue
         kind = part.get("type")
@@ -118,11 +135,6 @@ def from_parts_message(raw: Mapping[str, Any], default_role: str) -> Message:
         item["content"] = body
     if calls:
         item["tool_calls"] = calls
-    finish = raw.get("finish_reason")
-    finish = finish if type(finish) is str else text(finish)
-    if finish:
-        item["finish_reason"] = finish
-    return item
 
 
 def from_chat_message(raw: Mapping[str, Any], default_role: str) -> Message:

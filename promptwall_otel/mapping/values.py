@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 MAX_JSON_DEPTH = 20
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -33,33 +33,76 @@ def content(value: Any) -> str:
     return text(value) or ""
 
 
-class Lookup:
-    """Field → source keys in priority order, resolved in one pass over a span's attributes.
+class KeyPlan(NamedTuple):
+    """What one set of attribute keys holds for the mapping, worked out once per set."""
 
-    Equivalent to calling :func:`first` per field, but a span with twenty
-    attributes costs twenty dict lookups instead of one per candidate key.
+    fields: Tuple[Tuple[str, Tuple[str, ...]], ...]
+    """(field, its source keys present, in priority order) for every field with a source present."""
+    named: Tuple[Tuple[str, str], ...]
+    """(key, name) for the present keys of ``Lookup(names=...)``."""
+    prefixed: Tuple[Tuple[str, str], ...]
+    """(key, key without its prefix) for the present keys under ``Lookup(prefixes=...)``."""
+
+
+class Lookup:
+    """Field → source keys in priority order, resolved through a plan per set of attribute keys.
+
+    Spans from one instrumentation carry the same keys, span after span, so
+    which keys feed which field (and which are request parameters or user
+    metadata) is worked out once per distinct key set and cached; a span then
+    costs one lookup of its key tuple and a read per field it has.
     """
 
-    def __init__(self, sources: Mapping[str, Sequence[str]]) -> None:
-        self.sources = dict(sources)
-        index: Dict[str, List[Tuple[str, int]]] = {}
-        for field, keys in sources.items():
-            for rank, key in enumerate(keys):
-                index.setdefault(key, []).append((field, rank))
-        self._index = {key: tuple(hits) for key, hits in index.items()}
+    _MAX_PLANS = 1024
 
-    def resolve(self, attributes: Mapping[str, Any]) -> Dict[str, Any]:
+    def __init__(
+        self,
+        sources: Mapping[str, Sequence[str]],
+        names: Optional[Mapping[str, str]] = None,
+        prefixes: Tuple[str, ...] = (),
+        exclude: Iterable[str] = (),
+    ) -> None:
+        self.sources = dict(sources)
+        self._names = dict(names or {})
+        self._prefixes = prefixes
+        self._exclude = frozenset(exclude)
+        self._plans: Dict[Tuple[str, ...], KeyPlan] = {}
+
+    def plan(self, attributes: Mapping[str, Any]) -> KeyPlan:
+        keys = tuple(attributes)
+        plan = self._plans.get(keys)
+        if plan is None:
+            plan = self._make_plan(keys)
+            if len(self._plans) >= self._MAX_PLANS:  # key sets that vary per span (indexed messages, user keys)
+                self._plans.clear()
+            self._plans[keys] = plan
+        return plan
+
+    def _make_plan(self, keys: Tuple[str, ...]) -> KeyPlan:
+        present = set(keys)
+        fields = tuple(
+            (field, found) for field, found in
+            ((field, tuple(key for key in sources if key in present)) for field, sources in self.sources.items())
+            if found
+        )  # fmt: skip
+        named = tuple((key, self._names[key]) for key in keys if key in self._names)
+        prefixed = []
+        if self._prefixes:
+            for key in keys:
+                if isinstance(key, str) and key.startswith(self._prefixes) and key not in self._exclude:
+                    prefix = next(p for p in self._prefixes if key.startswith(p))
+                    prefixed.append((key, key[len(prefix):]))
+        return KeyPlan(fields, named, tuple(prefixed))
+
+    def resolve(self, attributes: Mapping[str, Any], plan: Optional[KeyPlan] = None) -> Dict[str, Any]:
+        """Field → the value of its first source key present and not empty."""
         found: Dict[str, Any] = {}
-        ranks: Dict[str, int] = {}
-        index = self._index
-        for key, value in attributes.items():
-            hits = index.get(key)
-            if hits is None or value is None or value == "":
-                continue
-            for field, rank in hits:
-                if rank < ranks.get(field, 1 << 30):
-                    ranks[field] = rank
+        for field, keys in (plan or self.plan(attributes)).fields:
+            for key in keys:
+                value = attributes[key]
+                if value is not None and value != "":
                     found[field] = value
+                    break
         return found
 
 
@@ -157,10 +200,12 @@ def parse_json(value: Any) -> Any:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, str):
-        # Look at the first non-blank character without copying a possibly large string.
-        start = _FIRST_NON_BLANK.search(value)
-        if start is None or value[start.start()] not in "[{\"":
-            return None
+        first = value[:1]
+        if first not in ("[", "{", '"'):
+            # Look at the first non-blank character without copying a possibly large string.
+            start = _FIRST_NON_BLANK.search(value) if first.isspace() else None
+            if start is None or value[start.start()] not in "[{\"":
+                return None
         try:
             return _loads(value)
         except (ValueError, RecursionError):  # nesting deeper than the interpreter's stack
