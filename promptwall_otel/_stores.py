@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 from .mapping import Inherited, LogView, SpanView
 
 DEFAULT_MAX_SPANS = 65_536
+_NOTHING_INHERITED = Inherited()
 
 
 class ContextStore:
@@ -38,7 +39,7 @@ class ContextStore:
         self._items.pop(span_id, None)
 
     def pop_for(self, view: SpanView) -> Inherited:
-        return self._items.pop(view.span_id, None) or Inherited()
+        return self._items.pop(view.span_id, None) or _NOTHING_INHERITED
 
     def __len__(self) -> int:
         return len(self._items)
@@ -67,6 +68,8 @@ class ContentStore:
                 logs.append(log)
 
     def pop_for(self, view: SpanView) -> List[LogView]:
+        if not self._items:  # no content logs at all (the usual without a log side): skip the lock
+            return []
         with self._lock:
             return self._items.pop(view.span_id, None) or []
 

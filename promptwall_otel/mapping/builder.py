@@ -306,7 +306,10 @@ def _dimension(own: Any, inherited: Optional[str], option: Optional[str], resour
 
 
 def _request_params(attrs: Mapping[str, Any], plan: KeyPlan, dialect: str) -> Dict[str, Any]:
-    params = {name: json_safe(attrs[key]) for key, name in plan.named}
+    params = {}
+    for key, name in plan.named:
+        value = attrs[key]
+        params[name] = value if type(value) is int or (type(value) is str and value.isascii()) else json_safe(value)
     if dialect == "openinference":
         for name, value in openinference.invocation_parameters(attrs).items():
             if name not in ("model", "messages", "tools") and not isinstance(value, (dict, list)):
@@ -345,10 +348,11 @@ def _tokens(attrs: Mapping[str, Any], found: Mapping[str, Any], dialect: str, pr
             out["reported_total_tokens"] = total
     elif total is not None:
         out["total_tokens"] = total
-    for name, value in (("cache_read_tokens", cache_read), ("cache_write_tokens", cache_write),
-                        ("reasoning_tokens", reasoning)):  # fmt: skip
-        if value:
-            out[name] = value
+    if cache_read or cache_write or reasoning:
+        for name, value in (("cache_read_tokens", cache_read), ("cache_write_tokens", cache_write),
+                            ("reasoning_tokens", reasoning)):  # fmt: skip
+            if value:
+                out[name] = value
     return out
 
 
@@ -377,16 +381,20 @@ def _messages_metadata(inputs: List[Message], outputs: List[Message], options: M
     budget = options.max_messages_bytes
     cap = options.max_content_bytes
     size = 0
-    oversized = False
-    for message in (*inputs, *outputs):
-        body = message.get("content", "")
-        size += 48 + min(len(body), cap)
-        oversized = oversized or len(body) * 4 > cap
+    longest = 0
+    for message in inputs + outputs:
+        body = message.get("content")
+        size += 48
+        if body:
+            length = len(body)
+            size += length if length < cap else cap
+            if length > longest:
+                longest = length
         if "tool_calls" in message:
             size += sum(len(call["name"]) + len(call["arguments"]) + 32 for call in message["tool_calls"])
         if size > budget:
             return None
-    if oversized:  # rare: copy only then, the messages are shared with the rest of the record
+    if longest * 4 > cap:  # rare: copy only then, the messages are shared with the rest of the record
         inputs, outputs = ([{**m, "content": truncate(m["content"], cap)} if "content" in m else m for m in side]
                            for side in (inputs, outputs))  # fmt: skip
     return {"input": inputs, "output": outputs}
@@ -452,9 +460,11 @@ def build_event(
         event["provider"] = provider[:256]
     if model:
         event["model"] = model[:256]
+    counts = 0
     for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
         if name in tokens:
             event[name] = tokens[name]
+            counts += 1
     if error:
         event["error_code"] = error["type"][:64]
 
@@ -495,9 +505,8 @@ def build_event(
     params = _request_params(attrs, plan, dialect)
     if params:
         gen_ai["request"] = params
-    usage = {k: v for k, v in tokens.items() if k not in _RECORD_TOKEN_FIELDS}
-    if usage:  # cache, reasoning, or a reported total that differs from the counts
-        gen_ai["usage"] = usage
+    if len(tokens) > counts:  # cache, reasoning, or a reported total that differs from the counts
+        gen_ai["usage"] = {k: v for k, v in tokens.items() if k not in _RECORD_TOKEN_FIELDS}
     if usage_source:
         gen_ai["usage_source"] = usage_source
     if "ttft_seconds" in found or "ttft_ms" in found:
@@ -536,24 +545,22 @@ def build_event(
 
 def _fill_cost(event: Dict[str, Any], found: Mapping[str, Any], tokens: Mapping[str, int],
                model: Optional[str], request_model: Optional[str], options: MappingOptions) -> None:  # fmt: skip
-    span_cost = number(found.get("cost"))
+    span_cost = number(found["cost"]) if "cost" in found else None
     if span_cost is not None and span_cost >= 0:
         event["cost_usd"] = span_cost
         event["_cost_source"] = "span"
         return
     if "prompt_tokens" not in tokens and "completion_tokens" not in tokens:
         return
-    for name in filter(None, (model, request_model)):
-        cost = options.prices.cost(
-            name,
-            tokens.get("prompt_tokens", 0),
-            tokens.get("completion_tokens", 0),
-            tokens.get("cache_read_tokens", 0),
-            tokens.get("cache_write_tokens", 0),
-        )
+    prices = options.prices
+    for name in (model, request_model):
+        if not name:
+            continue
+        cost = prices.cost(name, tokens.get("prompt_tokens", 0), tokens.get("completion_tokens", 0),
+                           tokens.get("cache_read_tokens", 0), tokens.get("cache_write_tokens", 0))  # fmt: skip
         if cost is not None:
             event["cost_usd"] = cost
-            event["_cost_source"] = f"price_table@{options.prices.version}"
+            event["_cost_source"] = prices.label
             return
 
 

@@ -10,7 +10,7 @@ import json
 import logging
 import re
 from importlib import resources
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 logger = logging.getLogger("promptwall_otel")
 
@@ -25,9 +25,12 @@ class PriceTable:
         self.models = {key.lower(): dict(value) for key, value in models.items()}
         self.version = version
         self.source = source
+        self.label = f"price_table@{version}"
+        """What records say in ``metadata.gen_ai.cost_source`` when the cost came from this table."""
         # Longest keys first, so the prefix fallback finds the most specific entry.
         self._by_length = sorted(self.models, key=len, reverse=True)
         self._cache: Dict[str, Optional[Dict[str, float]]] = {}
+        self._rates: Dict[str, Tuple[float, ...]] = {}
 
     @classmethod
     def load(cls, override_path: Optional[str] = None) -> "PriceTable":
@@ -86,20 +89,33 @@ class PriceTable:
         ``prompt_tokens`` includes the cached ones (semconv >= 1.40); tokens in
         a cache bucket without its own price are charged at the input price.
         """
+        rates = self._rates.get(model)
+        if rates is None:
+            rates = self._rates_of(model)
+        if not rates:
+            return None
+        input_price, cached_price, write_price, output_price = rates
+        if cache_read_tokens or cache_write_tokens:
+            cache_read = min(cache_read_tokens, prompt_tokens)
+            cache_write = min(cache_write_tokens, prompt_tokens - cache_read)
+        else:
+            cache_read = cache_write = 0
+        uncached = prompt_tokens - cache_read - cache_write
+        total = uncached * input_price + cache_read * cached_price + cache_write * write_price + completion_tokens * output_price
+        return round(total / 1_000_000, 10)
+
+    def _rates_of(self, model: str) -> Tuple[float, ...]:
+        """(input, cached input, cache write, output) for ``model`` as spelled in the span; () if unknown."""
         prices = self.lookup(model)
         if prices is None:
-            return None
-        input_price = prices.get("input", 0.0)
-        cache_read = min(cache_read_tokens, prompt_tokens)
-        cache_write = min(cache_write_tokens, prompt_tokens - cache_read)
-        uncached = prompt_tokens - cache_read - cache_write
-        total = (
-            uncached * input_price
-            + cache_read * prices.get("cached_input", input_price)
-            + cache_write * prices.get("cache_write", input_price)
-            + completion_tokens * prices.get("output", 0.0)
-        )
-        return round(total / 1_000_000, 10)
+            rates: Tuple[float, ...] = ()
+        else:
+            input_price = prices.get("input", 0.0)
+            rates = (input_price, prices.get("cached_input", input_price), prices.get("cache_write", input_price),
+                     prices.get("output", 0.0))  # fmt: skip
+        if len(self._rates) < 4096:
+            self._rates[model] = rates
+        return rates
 
 
 _default: Optional[PriceTable] = None

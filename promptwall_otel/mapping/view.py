@@ -128,6 +128,23 @@ def attributes_of(span: Any) -> Mapping[str, Any]:
     return raw if isinstance(raw, dict) else (span.attributes or _EMPTY)
 
 
+_enum_names: Dict[Any, str] = {}
+
+
+def _name_of(member: Any) -> str:
+    """``member.name`` of an SDK enum, memoised: ``Enum.name`` is a Python-level descriptor."""
+    name = _enum_names.get(member)
+    if name is None:
+        name = _enum_names[member] = member.name
+    return name
+
+
+def _events_of(span: Any) -> Any:
+    """The span's events without the public property's locked copy, when the SDK exposes its deque."""
+    raw = getattr(getattr(span, "_events", None), "_dq", None)
+    return raw if raw is not None else span.events
+
+
 def from_readable_span(span: Any) -> SpanView:
     """View of an OpenTelemetry SDK ``ReadableSpan`` (attributes via :func:`attributes_of`)."""
     context = span.context
@@ -135,21 +152,22 @@ def from_readable_span(span: Any) -> SpanView:
     scope = span.instrumentation_scope
     status = span.status
     attributes = attributes_of(span)
+    events = _events_of(span)
     return SpanView(
-        name=span.name,
-        trace_id=context.trace_id,
-        span_id=context.span_id,
-        parent_span_id=parent.span_id if parent is not None else None,
-        start_ns=span.start_time or 0,
-        end_ns=span.end_time or span.start_time or 0,
-        attributes=attributes if isinstance(attributes, dict) else dict(attributes),
-        kind=span.kind.name,
-        status_code=status.status_code.name,
-        status_message=status.description,
-        events=[EventView(event.name, event.timestamp, dict(event.attributes or _EMPTY)) for event in span.events],
-        resource=resource_dict(span.resource),
-        scope_name=scope.name if scope is not None else "",
-        scope_version=scope.version if scope is not None else None,
+        span.name,
+        context.trace_id,
+        context.span_id,
+        span.start_time or 0,
+        span.end_time or span.start_time or 0,
+        attributes if isinstance(attributes, dict) else dict(attributes),
+        parent.span_id if parent is not None else None,
+        _name_of(span.kind),
+        _name_of(status.status_code),
+        status.description,
+        [EventView(event.name, event.timestamp, dict(event.attributes or _EMPTY)) for event in events] if events else (),
+        resource_dict(span.resource),
+        scope.name if scope is not None else "",
+        scope.version if scope is not None else None,
     )
 
 
