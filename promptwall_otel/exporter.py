@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -101,18 +101,38 @@ class PromptWallSpanExporter(SpanExporter):
 
     def records_for(self, spans: Sequence[ReadableSpan]) -> List[Dict[str, Any]]:
         """The events these spans map to (no I/O); what ``export`` sends."""
+        return self._map(spans)
+
+    def _map(self, spans: Sequence[ReadableSpan], emit: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
         views = [from_readable_span(span) for span in spans if is_genai(attributes_of(span))]
         if not views:
             return []
         return self._ledger.map_batch(views, self.mapping, logs_for=self.content.pop_for,
-                                      inherited_for=self.contexts.pop_for)  # fmt: skip
+                                      inherited_for=self.contexts.pop_for, emit=emit)  # fmt: skip
+
+    def _encoded_records(self, spans: Sequence[ReadableSpan]) -> List[bytes]:
+        """What ``records_for`` gives, each record encoded as soon as nothing can change it.
+
+        Few record dicts stay alive this way, so the garbage collections that
+        the application pays for stay short.
+        """
+        lines: List[bytes] = []
+        encode = self.delivery.encode_record
+
+        def emit(record: Dict[str, Any]) -> None:
+            line = encode(record)
+            if line is not None:
+                lines.append(line)
+
+        for record in self._map(spans, emit):
+            emit(record)
+        return lines
 
     def export(self, spans: Sequence[ReadableSpan], deadline: Optional[float] = None) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
         try:
-            records = self.records_for(spans)
-            ok = self.delivery.deliver(records, deadline)
+            ok = self.delivery.deliver_encoded(self._encoded_records(spans), deadline)
             if ok:
                 self.delivery.replay(deadline or time.monotonic() + self.delivery.retry_window_s)
             return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE

@@ -105,8 +105,16 @@ class TraceLedger:
         options: MappingOptions,
         logs_for: Optional[LogsFor] = None,
         inherited_for: Optional[InheritedFor] = None,
+        emit: Optional[Callable[[Dict[str, Any]], None]] = None,
     ) -> List[Dict[str, Any]]:
-        """Records for a batch of finished spans, in the order they ended."""
+        """Records for a batch of finished spans, in the order they ended.
+
+        With ``emit``, every record that no other span of the batch could merge
+        into (no parent or child of its span is an LLM call in this batch: most
+        records) goes to ``emit`` as soon as it is built, and only the rest are
+        returned. A caller that encodes what it is given keeps few record dicts
+        alive, which keeps the application's garbage collections short.
+        """
         classified: List[Tuple[SpanView, Classification]] = []
         for view in views:
             classification = classify(view)
@@ -114,6 +122,10 @@ class TraceLedger:
                 classified.append((view, classification))
         if not classified:
             return []
+        if emit is not None:
+            calls = [view for view, classification in classified if classification.span_class is SpanClass.INFERENCE]
+            call_ids = {view.span_id for view in calls}
+            call_parents = {view.parent_span_id for view in calls}
         out: List[Dict[str, Any]] = []
         # span_id -> record emitted in this batch, so a duplicate arriving later can merge into it
         in_batch: Dict[int, Dict[str, Any]] = {}
@@ -122,7 +134,9 @@ class TraceLedger:
                 inherited = inherited_for(view) if inherited_for else Inherited()
                 if classification.span_class is SpanClass.AGGREGATE:
                     event = self._aggregate(view, classification, inherited, options)
-                    if event is not None:
+                    if event is not None and emit is not None:
+                        emit(event)  # never merged with anything
+                    elif event is not None:
                         out.append(event)
                     continue
                 logs = logs_for(view) if logs_for else ()
@@ -155,9 +169,12 @@ class TraceLedger:
                     self._remember(trace, view, merged)
                     self._remember_id(trace, twin_id, merged)
                     continue
+                self._remember(trace, view, event)
+                if emit is not None and view.parent_span_id not in call_ids and view.span_id not in call_parents:
+                    emit(event)  # nothing later in this batch can be its twin
+                    continue
                 out.append(event)
                 in_batch[view.span_id] = event
-                self._remember(trace, view, event)
             # A trace whose root has ended is complete: forget it (unless its aggregate was billed,
             # which a late call must still see). Most LLM calls are their own trace's root, so
             # the ledger stays small, and so does the garbage collector's work in the app.

@@ -54,7 +54,7 @@ class _Sender:
     def __init__(self, delivery: Delivery, max_records: int) -> None:
         self.delivery = delivery
         self.max_records = max_records
-        self._queue: Deque[Dict[str, Any]] = deque()
+        self._queue: Deque[bytes] = deque()  # encoded records: a fraction of the memory of their dicts
         self._wake = threading.Event()
         self._stop = False
         self._spool_checked_at = float("-inf")
@@ -74,7 +74,7 @@ class _Sender:
     def offer(self, records: List[Dict[str, Any]]) -> bool:
         if len(self._queue) + len(records) > self.max_records:
             return False
-        self._queue.extend(records)
+        self._queue.extend(self.delivery.encode_records(records))
         self._wake.set()
         return True
 
@@ -83,11 +83,11 @@ class _Sender:
         while not self._stop or self._queue:
             self._wake.wait(1.0)
             self._wake.clear()
-            batch: List[Dict[str, Any]] = []
+            batch: List[bytes] = []
             while self._queue and len(batch) < 2000:
                 batch.append(self._queue.popleft())
             if batch:
-                self.delivery.deliver(batch)
+                self.delivery.deliver_encoded(batch)
             if not self._stop:
                 self.delivery.replay(time.monotonic() + 5)
 
@@ -102,7 +102,7 @@ class _Sender:
         leftover = list(self._queue)
         self._queue.clear()
         if leftover:
-            self.delivery.deliver(leftover)  # stop_event set: straight to the spool
+            self.delivery.deliver_encoded(leftover)  # stop_event set: straight to the spool
         self.delivery.client.close()
 
 

@@ -111,7 +111,26 @@ class Delivery:
 
     def deliver(self, records: Iterable[Dict[str, Any]], deadline: Optional[float] = None) -> bool:
         """Send records now (retrying until ``deadline``); False only if some had to be dropped."""
-        lines = self._encode_valid(records)
+        return self.deliver_encoded(self.encode_records(records), deadline)
+
+    def encode_record(self, record: Dict[str, Any]) -> Optional[bytes]:
+        """One record as a line of the request body; None (logged, counted) if a redact hook made it invalid."""
+        if self.validate:
+            errors = validate_event(record)
+            if errors:
+                self.stats.add("rejected")
+                self._log.log(logging.WARNING, "invalid", "record %s not sent, invalid: %s",
+                              record.get("request_id"), "; ".join(errors))  # fmt: skip
+                return None
+        return encode(record)
+
+    def encode_records(self, records: Iterable[Dict[str, Any]]) -> List[bytes]:
+        if not self.validate:
+            return [encode(record) for record in records]
+        return [line for line in map(self.encode_record, records) if line is not None]
+
+    def deliver_encoded(self, lines: List[bytes], deadline: Optional[float] = None) -> bool:
+        """Like :meth:`deliver`, for records already encoded with :meth:`encode_record`."""
         if not lines:
             return True
         window_end = time.monotonic() + self.retry_window_s
@@ -161,20 +180,6 @@ class Delivery:
             self._keep(list(lines))
 
     # --- internals -----------------------------------------------------------
-
-    def _encode_valid(self, records: Iterable[Dict[str, Any]]) -> List[bytes]:
-        if not self.validate:
-            return [encode(record) for record in records]
-        lines = []
-        for record in records:
-            errors = validate_event(record)
-            if errors:
-                self.stats.add("rejected")
-                self._log.log(logging.WARNING, "invalid", "record %s not sent, invalid: %s",
-                              record.get("request_id"), "; ".join(errors))  # fmt: skip
-                continue
-            lines.append(encode(record))
-        return lines
 
     def _post(self, lines: Sequence[bytes]) -> Answer:
         return self.client.post(body_of(lines))

@@ -84,6 +84,30 @@ def test_nested_duplicate_in_one_batch_merges_and_bills_once() -> None:
     assert record["metadata"]["otel"]["duplicate_spans"] == [f"{2:016x}"]
 
 
+def test_emitting_early_gives_the_same_records_and_holds_back_only_possible_twins() -> None:
+    """The exporter encodes records as they are built (``emit``); merges must come out as without it."""
+
+    def batch() -> List[SpanView]:
+        return [
+            span(2, 1, chat((9, 5))),  # inner twin of 1: must wait for its parent
+            span(1, None, chat((9, 5), response_id="chatcmpl-abcdefghijklmnop")),
+            span(11, None, chat((3, 4), response_id="chatcmpl-qrstuvwxyzabcdef"), trace=2),  # a call on its own
+            span(21, None, chat((4, 5)), trace=3),  # streaming: the outer twin ends first
+            span(22, 21, chat((4, 5)), trace=3),
+            span(32, 31, chat((1, 1)), trace=4),  # a call under an agent
+            span(31, None, AGENT, trace=4),
+        ]
+
+    emitted: List[Dict[str, Any]] = []
+    held = TraceLedger().map_batch(batch(), OPTIONS, emit=emitted.append)
+    plain = TraceLedger().map_batch(batch(), OPTIONS)
+    by_id = {r["request_id"]: r for r in plain}
+    assert sorted(r["request_id"] for r in emitted + held) == sorted(by_id)
+    assert all(r == by_id[r["request_id"]] for r in emitted + held)
+    assert len(plain) == 4 and billed(plain) == 14 + 7 + 9 + 2
+    assert {r["metadata"]["otel"]["span_id"] for r in emitted} == {f"{11:016x}", f"{32:016x}"}
+
+
 def test_nested_duplicate_across_batches_is_dropped() -> None:
     ledger = TraceLedger()
     first = ledger.map_batch([span(2, 1, chat((9, 5)))], OPTIONS)
