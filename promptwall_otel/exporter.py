@@ -110,8 +110,8 @@ class PromptWallSpanExporter(SpanExporter):
         return self._ledger.map_batch(views, self.mapping, logs_for=self.content.pop_for,
                                       inherited_for=self.contexts.pop_for, emit=emit)  # fmt: skip
 
-    def _encoded_records(self, spans: Sequence[ReadableSpan]) -> List[bytes]:
-        """What ``records_for`` gives, each record encoded as soon as nothing can change it.
+    def encode_spans(self, spans: Sequence[ReadableSpan]) -> List[bytes]:
+        """What ``records_for`` gives, encoded, each record as soon as nothing can change it (no I/O).
 
         Few record dicts stay alive this way, so the garbage collections that
         the application pays for stay short.
@@ -128,14 +128,18 @@ class PromptWallSpanExporter(SpanExporter):
             emit(record)
         return lines
 
+    def send(self, lines: List[bytes], deadline: Optional[float] = None) -> bool:
+        """Post encoded records (retrying until ``deadline``), then replay the spool if that went well."""
+        ok = self.delivery.deliver_encoded(lines, deadline)
+        if ok:
+            self.delivery.replay(deadline or time.monotonic() + self.delivery.retry_window_s)
+        return ok
+
     def export(self, spans: Sequence[ReadableSpan], deadline: Optional[float] = None) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
         try:
-            ok = self.delivery.deliver_encoded(self._encoded_records(spans), deadline)
-            if ok:
-                self.delivery.replay(deadline or time.monotonic() + self.delivery.retry_window_s)
-            return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+            return SpanExportResult.SUCCESS if self.send(self.encode_spans(spans), deadline) else SpanExportResult.FAILURE
         except Exception:  # never into the SDK's worker, never into the app
             logger.exception("PromptWall export failed")
             return SpanExportResult.FAILURE

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from . import config
 from ._ratelimit import RateLimitedLogger
 from .exporter import PromptWallSpanExporter
+from .transport.sender import BackgroundSender
 from .mapping import Inherited, is_genai
 from .mapping.view import attributes_of
 from .mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
@@ -110,6 +111,8 @@ class PromptWallSpanProcessor(SpanProcessor):
         self._flush_requests: List[threading.Event] = []
         self._stopping = False
         self._pending_start_replay = True
+        # Mapping runs on the worker while the previous batch is in flight on the sender.
+        self._sender = BackgroundSender(self.exporter.send, self.exporter.delivery.stop_event)
         self._worker = threading.Thread(target=self._run, name="promptwall-export", daemon=True)
         self._worker.start()
 
@@ -180,7 +183,10 @@ class PromptWallSpanProcessor(SpanProcessor):
             self._wake.wait(self.schedule_delay_s)
             self._wake.clear()
             self._drain(time.monotonic() + self.export_timeout_s)
-            for request in self._pop_flush_requests():
+            requests = self._pop_flush_requests()
+            if requests or self._stopping:  # flushed means sent, not only handed to the sender
+                self._sender.wait(self.export_timeout_s)
+            for request in requests:
                 request.set()
             if self._stopping and not self._queue:
                 return
@@ -189,9 +195,12 @@ class PromptWallSpanProcessor(SpanProcessor):
         while self._queue:
             batch = self._take()
             try:
-                self.exporter.export(batch, deadline)
+                lines = self.exporter.encode_spans(batch)
             except Exception:
-                self._log.log(logging.ERROR, "export", "PromptWall export failed", exc_info=True)
+                self._log.log(logging.ERROR, "export", "PromptWall mapping failed", exc_info=True)
+                continue
+            if lines:
+                self._sender.submit(lines, deadline)
             if self._stopping and time.monotonic() > deadline:
                 return
 
@@ -220,7 +229,7 @@ class PromptWallSpanProcessor(SpanProcessor):
         delivery = self.exporter.delivery
         delivery.stop_event.set()  # retry waits end; anything sent from now on is spooled
         self._worker.join(0.5)
-        if self._worker.is_alive():
+        if self._sender.busy:
             delivery.keep_inflight()  # stuck in a request: keep its batch too
         leftover = self._take_all()
         if leftover:

@@ -220,3 +220,74 @@ def test_process_exits_within_the_shutdown_bound_and_keeps_the_batch(backend: Lo
     target = exporter(proxy.url, tmp_path, spool_dir=str(tmp_path))
     target.replay_spool()
     assert len(stored_events(backend.url)) == 5
+
+
+def chat_burst(tracer: Any, count: int, run: str) -> None:
+    for i in range(count):
+        with tracer.start_as_current_span("chat gpt-4o-mini", attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.response.id": f"chatcmpl-{run}-{i:06d}", "gen_ai.usage.input_tokens": 3,
+            "gen_ai.usage.output_tokens": 2,
+        }):  # fmt: skip
+            pass
+
+
+def test_next_batch_is_mapped_while_a_request_is_in_flight(backend: LocalBackend, proxy: FaultServer,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    proxy.script(slow(1.5))
+    processor = PromptWallSpanProcessor(exporter(proxy.url, tmp_path), schedule_delay_millis=20, max_export_batch_size=5)
+    mapped_at: List[float] = []
+    sent_at: List[float] = []
+    encode_spans, send = processor.exporter.encode_spans, processor.exporter.send
+
+    def observed_encode(spans: Any) -> List[bytes]:  # observation only: the real mapping and sending run
+        lines = encode_spans(spans)
+        mapped_at.append(time.monotonic())
+        return lines
+
+    def observed_send(lines: List[bytes], deadline: float) -> bool:
+        ok = send(lines, deadline)
+        sent_at.append(time.monotonic())
+        return ok
+
+    processor.exporter.encode_spans = observed_encode  # type: ignore[method-assign]
+    processor._sender._send = observed_send
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("app")
+    run = uuid.uuid4().hex[:8]
+    chat_burst(tracer, 5, run + "a")
+    assert proxy.wait_for_requests(0, 1) and _wait(lambda: len(mapped_at) == 1)
+    chat_burst(tracer, 5, run + "b")
+    assert processor.force_flush(10_000)
+    assert len(mapped_at) == 2 and len(sent_at) == 2
+    assert mapped_at[1] < sent_at[0], "batch 2 was mapped only after batch 1's answer"
+    assert len([e for e in stored_events(backend.url) if run in e["metadata"]["gen_ai"]["response_id"]]) == 10
+    provider.shutdown()
+
+
+def test_shutdown_spools_the_request_in_flight_and_the_batch_behind_it(backend: LocalBackend, proxy: FaultServer,
+                                                                       tmp_path: Path) -> None:  # fmt: skip
+    proxy.always(slow(30, then_forward=False))
+    processor = PromptWallSpanProcessor(exporter(proxy.url, tmp_path, timeout=20), schedule_delay_millis=20,
+                                        max_export_batch_size=5, export_timeout_millis=1000)  # fmt: skip
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    run = uuid.uuid4().hex[:8]
+    chat_burst(provider.get_tracer("app"), 15, run)
+    assert proxy.wait_for_requests(0, 1) and _wait(lambda: processor._sender.busy)
+    started = time.monotonic()
+    provider.shutdown()
+    assert time.monotonic() - started < 8
+    proxy.always(None)
+    exporter(proxy.url, tmp_path).replay_spool()
+    assert len([e for e in stored_events(backend.url) if run in e["metadata"]["gen_ai"]["response_id"]]) == 15
+
+
+def _wait(condition: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
