@@ -23,6 +23,11 @@ class ContextStore:
         self._items: Dict[int, Inherited] = {}
         self._max = max_spans
 
+    @property
+    def entries(self) -> Dict[int, Inherited]:
+        """The live dict (read-only use), for a hot path that only asks whether it is empty."""
+        return self._items
+
     def put(self, span_id: int, inherited: Inherited) -> None:
         items = self._items
         if len(items) >= self._max:

@@ -18,8 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from . import config
 from ._stores import ContentStore, ContextStore, default_content, default_contexts
-from .mapping import MappingOptions, from_readable_span, is_genai
-from .mapping.view import attributes_of
+from .mapping import MappingOptions, from_readable_span, is_genai_span
 from .mapping.ledger import TraceLedger
 from .stats import ExportStats, register_metrics
 from .transport import Delivery, EventsClient, Spool
@@ -104,7 +103,7 @@ class PromptWallSpanExporter(SpanExporter):
         return self._map(spans)
 
     def _map(self, spans: Sequence[ReadableSpan], emit: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
-        views = [from_readable_span(span) for span in spans if is_genai(attributes_of(span))]
+        views = [from_readable_span(span) for span in spans if is_genai_span(span)]
         if not views:
             return []
         return self._ledger.map_batch(views, self.mapping, logs_for=self.content.pop_for,

@@ -26,7 +26,7 @@ from . import config
 from ._ratelimit import RateLimitedLogger
 from .exporter import PromptWallSpanExporter
 from .transport.sender import BackgroundSender
-from .mapping import Inherited, is_genai
+from .mapping import Inherited, is_genai_span
 from .mapping.view import attributes_of
 from .mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
 
@@ -98,6 +98,7 @@ class PromptWallSpanProcessor(SpanProcessor):
         )
         self.export_timeout_s = (export_timeout_millis or config.env_float(config.ENV_BSP_EXPORT_TIMEOUT, 30000)) / 1000
         self._contexts = self.exporter.contexts
+        self._inherited = self._contexts.entries  # the dict itself: its truth test costs no Python call
         self._log = RateLimitedLogger(logger)
         self._start_worker()
         weak_reinit = weakref.WeakMethod(self._after_fork)
@@ -138,7 +139,7 @@ class PromptWallSpanProcessor(SpanProcessor):
                     base = self._contexts.get(parent_span_context.span_id)
                     if parent.is_recording():  # its attributes now, those set after its start included
                         base = _inherited_from(attributes_of(parent), base)
-            if is_genai(attributes_of(span)):
+            if is_genai_span(span):
                 bag = baggage.get_all(parent_context)
                 if bag:  # the span's own ancestors' attributes win over baggage
                     from_baggage = _inherited_from(bag, None, with_metadata=True)
@@ -150,8 +151,8 @@ class PromptWallSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            if not is_genai(attributes_of(span)):
-                if self._contexts:  # usually empty: nothing inherited anywhere
+            if not is_genai_span(span):
+                if self._inherited:  # usually empty: nothing inherited anywhere
                     self._contexts.discard(span.context.span_id)
                 return
             queue = self._queue

@@ -1,6 +1,6 @@
 """Span → PromptWall event mapping: pure, no I/O, one module per producer dialect."""
 
-from .builder import Classification, Inherited, SpanClass, build_event, classify, is_genai, request_id_for
+from .builder import Classification, Inherited, SpanClass, build_event, classify, is_genai, is_genai_span, request_id_for
 from .options import MappingOptions, RedactHook
 from .prices import PriceTable
 from .view import EventView, LogView, SpanView, from_readable_span, from_sdk_log
@@ -20,5 +20,6 @@ __all__ = [
     "from_readable_span",
     "from_sdk_log",
     "is_genai",
+    "is_genai_span",
     "request_id_for",
 ]

@@ -22,7 +22,8 @@ from .view import LogView, SpanView
 
 logger = logging.getLogger("promptwall_otel")
 
-__all__ = ["SpanClass", "Classification", "classify", "build_event", "is_genai", "Inherited", "request_id_for"]
+__all__ = ["SpanClass", "Classification", "classify", "build_event", "is_genai", "is_genai_span", "Inherited",
+           "request_id_for"]
 
 
 class SpanClass(enum.Enum):
@@ -140,6 +141,14 @@ class Inherited(NamedTuple):
 def is_genai(attributes: Mapping[str, Any]) -> bool:
     """Cheap first test, for the application thread: False means certainly not GenAI."""
     return not GENAI_MARKERS.isdisjoint(attributes.keys()) if attributes else False
+
+
+def is_genai_span(span: Any) -> bool:
+    """``is_genai(attributes_of(span))`` in one call: the application thread asks it of every span twice."""
+    attributes = getattr(getattr(span, "_attributes", None), "_dict", None)
+    if type(attributes) is not dict:
+        attributes = span.attributes
+    return not GENAI_MARKERS.isdisjoint(attributes) if attributes else False
 
 
 def classify(view: SpanView) -> Classification:
