@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .builder import Classification, Inherited, SpanClass, build_event, classify
@@ -126,6 +126,7 @@ class TraceLedger:
             calls = [view for view, classification in classified if classification.span_class is SpanClass.INFERENCE]
             call_ids = {view.span_id for view in calls}
             call_parents = {view.parent_span_id for view in calls}
+        spans_per_trace = Counter(view.trace_id for view, _ in classified)
         out: List[Dict[str, Any]] = []
         # span_id -> record emitted in this batch, so a duplicate arriving later can merge into it
         in_batch: Dict[int, Dict[str, Any]] = {}
@@ -142,6 +143,14 @@ class TraceLedger:
                 logs = logs_for(view) if logs_for else ()
                 event = build_event(view, logs, inherited, options, classification)
                 if event is None:
+                    continue
+                if view.parent_span_id is None and spans_per_trace[view.trace_id] == 1 and view.trace_id not in self._traces:
+                    # A call that is a whole trace by itself (the usual outside a request): nothing to merge
+                    # with, and nothing to remember once its root (itself) has ended.
+                    if emit is not None:
+                        emit(event)
+                    else:
+                        out.append(event)
                     continue
                 trace = self._trace(view.trace_id)
                 if trace.aggregate_request_id is not None and _has_tokens(event):
