@@ -1,6 +1,6 @@
 """What the application thread pays per span, side by side with the stock OpenTelemetry pipeline.
 
-    python benchmarks/app_thread_cost.py [--spans 10000]
+    python benchmarks/app_thread_cost.py [--spans 10000] [--http-spans 50000] [--rounds 5]
 
 Variants, each with its own TracerProvider, timed over the same loop (create,
 set ~20 attributes, end), final flush included:
@@ -11,7 +11,9 @@ set ~20 attributes, end), final flush included:
   (d) the zero-code path (opentelemetry-instrument, OTEL_TRACES_EXPORTER=promptwall)
 
 Every run happens in a fresh child process, so no variant inherits another's
-heap (the garbage collector's work grows with everything a process holds).
+heap (the garbage collector's work grows with everything a process holds), and
+the variants are interleaved round by round, so that each ratio compares runs
+made close together on a machine whose speed drifts.
 
 for realistic GenAI chat spans (input/output messages of a few KB) and for
 ordinary HTTP server spans. Prints µs per span and the ratios the budget is
@@ -179,7 +181,9 @@ def count_stored(url: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spans", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per variant; the median is reported")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every variant; medians are reported")
+    parser.add_argument("--http-spans", type=int, default=50_000,
+                        help="spans per HTTP run: they are cheap, and a short run is mostly the machine's jitter")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--genai", action="store_true", help=argparse.SUPPRESS)
@@ -192,39 +196,55 @@ def main() -> None:
     from promptwall_otel.backend import LocalBackend
 
     sinks = Sinks()
-    urls = {"a": "", "b": sinks.otlp_url, "c": sinks.events_url, "d": sinks.events_url}
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp, LocalBackend(db=str(Path(tmp) / "bench.db"), api_keys=[KEY]) as backend:
-        for genai in (True, False):
-            row: Dict[str, Any] = {"genai": genai, "received": {}}
-            for variant in ("a", "b", "c", "d"):
-                runs = []
-                for _ in range(args.repeat):
-                    sinks.reset()
-                    runs.append(measure(variant, args.spans, genai, urls[variant]))
-                    if genai and variant in ("b", "c", "d"):
-                        row["received"].setdefault(variant, []).append(sinks.counts()[variant != "b"])
-                row[variant] = statistics.median(runs)
-            if genai:
-                row["c_backend"] = measure("c", args.spans, genai, backend.url)
-            rows.append(row)
-        percentiles = on_end_percentiles(args.spans, sinks.events_url)
-        backend_events = count_stored(backend.url)
-    sinks.stop()
+    try:
+        urls = {"a": "", "b": sinks.otlp_url, "c": sinks.events_url, "d": sinks.events_url}
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp, LocalBackend(db=str(Path(tmp) / "bench.db"), api_keys=[KEY]) as backend:
+            for genai in (True, False):
+                spans = args.spans if genai else args.http_spans
+                # Variants interleaved round by round: a shared machine drifts, and a ratio is only
+                # meaningful between runs made close together.
+                runs: Dict[str, List[float]] = {variant: [] for variant in "abcd"}
+                received: Dict[str, List[int]] = {}
+                for _ in range(args.rounds):
+                    for variant in "abcd":
+                        sinks.reset()
+                        runs[variant].append(measure(variant, spans, genai, urls[variant]))
+                        if genai and variant in "bcd":
+                            received.setdefault(variant, []).append(sinks.counts()[variant != "b"])
+                row: Dict[str, Any] = {"genai": genai, "received": received, "runs": runs}
+                row.update({variant: statistics.median(values) for variant, values in runs.items()})
+                if genai:
+                    row["c_backend"] = measure("c", args.spans, genai, backend.url)
+                rows.append(row)
+            samples = [on_end_percentiles(args.spans, sinks.events_url) for _ in range(3)]
+            percentiles = {key: statistics.median(sample[key] for sample in samples) for key in samples[0]}
+            backend_events = count_stored(backend.url)
+    finally:
+        sinks.stop()
 
-    print(f"{args.spans} spans per run, each run in a fresh process, median of {args.repeat} runs; "
-          "µs per span (loop + final flush)\n")  # fmt: skip
+    def ratio(row: Dict[str, Any], top: str, bottom: str) -> float:
+        """Median of the per-round ratios."""
+        return statistics.median(x / y for x, y in zip(row["runs"][top], row["runs"][bottom]))
+
+    print(f"{args.spans} GenAI / {args.http_spans} HTTP spans per run, each run in a fresh process, "
+          f"variants interleaved over {args.rounds} rounds; "
+          "µs per span (loop + final flush), medians; ratios are medians of the per-round ratios\n")  # fmt: skip
     print(f"{'span kind':<12}{'(a) none':>10}{'(b) stock':>11}{'(c) ours':>10}{'(d) zero':>10}   c/b    c/a    d/b")
     for row in rows:
         kind = "GenAI chat" if row["genai"] else "HTTP"
         print(f"{kind:<12}{row['a']:>10.1f}{row['b']:>11.1f}{row['c']:>10.1f}{row['d']:>10.1f}"
-              f"  {row['c'] / row['b']:5.2f}  {row['c'] / row['a']:5.2f}  {row['d'] / row['b']:5.2f}")  # fmt: skip
+              f"  {ratio(row, 'c', 'b'):5.2f}  {ratio(row, 'c', 'a'):5.2f}  {ratio(row, 'd', 'b'):5.2f}")  # fmt: skip
+    for row in rows:
+        kind = "GenAI" if row["genai"] else "HTTP"
+        per_round = ", ".join(f"{x / y:.2f}" for x, y in zip(row["runs"]["c"], row["runs"]["b" if row["genai"] else "a"]))
+        print(f"{kind} per-round {'c/b' if row['genai'] else 'c/a'}: {per_round}")
     received = rows[0]["received"]
     print("\nGenAI spans/records received per run (of " + str(args.spans) + "): "
           + "; ".join(f"({k}) {v}" for k, v in sorted(received.items())))  # fmt: skip
     print(f"(c) to the local SQLite backend instead of a sink: {rows[0]['c_backend']:.1f} µs per span "
           f"({backend_events} of {args.spans} records stored)")  # fmt: skip
-    print("on_end µs: " + ", ".join(f"{k} {v:.2f}" for k, v in percentiles.items()))
+    print("on_end µs (median of 3 runs): " + ", ".join(f"{k} {v:.2f}" for k, v in percentiles.items()))
     print("targets: GenAI c/b <= 0.80 with zero records lost; HTTP c/a <= 1.10; on_end p99 <= 5 µs")
 
 
