@@ -127,6 +127,11 @@ class PromptWallSpanExporter(SpanExporter):
             emit(record)
         return lines
 
+    def forget_traces(self, trace_ids: Sequence[int]) -> None:
+        """These traces' roots ended (the processor saw it): the ledger need not remember them."""
+        if trace_ids:
+            self._ledger.forget(trace_ids)
+
     def send(self, lines: List[bytes], deadline: Optional[float] = None) -> bool:
         """Post encoded records (retrying until ``deadline``), then replay the spool if that went well."""
         ok = self.delivery.deliver_encoded(lines, deadline)

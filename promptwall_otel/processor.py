@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
 from opentelemetry import baggage, trace
 from opentelemetry.context import Context
@@ -33,6 +33,7 @@ from .mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
 logger = logging.getLogger("promptwall_otel")
 
 _SHUTDOWN_FLUSH_S = 5.0
+_MAX_OPEN_TRACES = 65_536
 
 
 def _inherited_from(attributes: Any, base: Optional[Inherited], with_metadata: bool = False) -> Optional[Inherited]:
@@ -107,7 +108,9 @@ class PromptWallSpanProcessor(SpanProcessor):
         atexit.register(lambda: (weak_shutdown() or (lambda: None))())
 
     def _start_worker(self) -> None:
-        self._queue: Deque[ReadableSpan] = collections.deque()
+        # Finished GenAI spans, and (as ints) ids of traces whose non-GenAI root ended after them.
+        self._queue: Deque[Union[ReadableSpan, int]] = collections.deque()
+        self._open_traces: Dict[int, None] = {}  # traces with queued LLM calls whose root has not ended
         self._wake = threading.Event()
         self._flush_requests: List[threading.Event] = []
         self._stopping = False
@@ -154,6 +157,10 @@ class PromptWallSpanProcessor(SpanProcessor):
             if not is_genai_span(span):
                 if self._inherited:  # usually empty: nothing inherited anywhere
                     self._contexts.discard(span.context.span_id)
+                if self._open_traces:
+                    parent = span.parent
+                    if parent is None or parent.is_remote:  # the local root of its trace
+                        self._root_ended(span.context.trace_id)
                 return
             queue = self._queue
             if len(queue) >= self.max_queue_size:
@@ -162,19 +169,43 @@ class PromptWallSpanProcessor(SpanProcessor):
                               "raise OTEL_BSP_MAX_QUEUE_SIZE", self.max_queue_size)  # fmt: skip
                 return
             queue.append(span)
+            parent = span.parent
+            open_traces = self._open_traces
+            if parent is not None and not parent.is_remote:  # the trace's root is another span of ours
+                if len(open_traces) >= _MAX_OPEN_TRACES:
+                    del open_traces[next(iter(open_traces))]
+                open_traces[span.context.trace_id] = None
+            elif open_traces:  # a GenAI local root: the ledger forgets its trace by itself
+                open_traces.pop(span.context.trace_id, None)
             if len(queue) >= self.max_export_batch_size and not self._wake.is_set():
                 self._wake.set()  # Event.set takes a lock: only when it changes something
         except Exception:
             self._log.log(logging.ERROR, "on_end", "PromptWall on_end failed", exc_info=True)
 
+    def _root_ended(self, trace_id: int) -> None:
+        """A trace with LLM calls beneath a non-GenAI root (a request span) is complete.
+
+        The trace id goes through the queue behind the trace's spans, so the
+        worker tells the ledger to forget the trace only after mapping them;
+        otherwise the ledger would keep it until it has been idle for minutes.
+        """
+        if self._open_traces.pop(trace_id, 0) is None:
+            self._queue.append(trace_id)
+
     # --- worker ---------------------------------------------------------------
 
-    def _take(self) -> List[ReadableSpan]:
+    def _take(self) -> Tuple[List[ReadableSpan], List[int]]:
+        """Up to a batch of spans, and the traces whose root ended among them."""
         batch: List[ReadableSpan] = []
+        ended: List[int] = []
         queue = self._queue
         while queue and len(batch) < self.max_export_batch_size:
-            batch.append(queue.popleft())
-        return batch
+            item = queue.popleft()
+            if type(item) is int:
+                ended.append(item)
+            else:
+                batch.append(item)
+        return batch, ended
 
     def _run(self) -> None:
         if self._pending_start_replay:
@@ -194,9 +225,10 @@ class PromptWallSpanProcessor(SpanProcessor):
 
     def _drain(self, deadline: float) -> None:
         while self._queue:
-            batch = self._take()
+            batch, ended = self._take()
             try:
                 lines = self.exporter.encode_spans(batch)
+                self.exporter.forget_traces(ended)
             except Exception:
                 self._log.log(logging.ERROR, "export", "PromptWall mapping failed", exc_info=True)
                 continue
@@ -238,7 +270,7 @@ class PromptWallSpanProcessor(SpanProcessor):
         self.exporter.shutdown()
 
     def _take_all(self) -> List[ReadableSpan]:
-        batch = list(self._queue)
+        batch = [item for item in self._queue if type(item) is not int]
         self._queue.clear()
         return batch
 

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import httpx
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from promptwall_otel import PromptWallSpanProcessor
 from promptwall_otel.backend import LocalBackend
@@ -77,3 +78,28 @@ def test_ordinary_spans_leave_nothing_behind(backend: LocalBackend, tmp_path: Pa
     assert len(processor._contexts) == 0 and len(processor._queue) == 0
     provider.shutdown()
     assert processor.stats()["exported"] == 0
+
+
+def test_a_trace_is_forgotten_when_its_request_span_ends(backend: LocalBackend, tmp_path: Path) -> None:
+    """LLM calls under a request span: the ledger drops their trace when the request ends, not minutes later."""
+    provider = TracerProvider()
+    processor = PromptWallSpanProcessor(api_key=API_KEY, base_url=backend.url, spool_dir=str(tmp_path))
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    ledger = processor.exporter._ledger
+    with tracer.start_as_current_span("GET /chat", attributes={"http.route": "/chat"}):
+        chat(tracer)
+        chat(tracer)
+        assert processor.force_flush()
+        assert len(ledger) == 1, "the request is still running: its trace is remembered"
+    assert processor.force_flush()
+    assert len(ledger) == 0
+    # A request that came with a traceparent: its server span is the local root.
+    remote = SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    with tracer.start_as_current_span("GET /remote", context=trace.set_span_in_context(NonRecordingSpan(remote))):
+        chat(tracer)
+        chat(tracer)
+    assert processor.force_flush()
+    assert len(ledger) == 0 and len(processor._open_traces) == 0
+    provider.shutdown()
+    assert processor.stats()["exported"] == 4

@@ -194,6 +194,17 @@ class TraceLedger:
                         del self._traces[view.trace_id]
         return out
 
+    def forget(self, trace_ids: Sequence[int]) -> None:
+        """Drop traces whose root has ended, unless a billed aggregate must still be seen by a late call."""
+        with self._lock:
+            for trace_id in trace_ids:
+                trace = self._traces.get(trace_id)
+                if trace is not None and trace.aggregate_request_id is None:
+                    del self._traces[trace_id]
+
+    def __len__(self) -> int:
+        return len(self._traces)
+
     def _twin(self, trace: _Trace, view: SpanView) -> Optional[int]:
         """An already-mapped inference span that is this span's parent or child: the same call."""
         if view.parent_span_id is not None and view.parent_span_id in trace.calls:
