@@ -28,7 +28,6 @@ from .exporter import PromptWallSpanExporter
 from .transport.sender import BackgroundSender
 from .mapping import Inherited
 from .mapping.builder import GENAI_MARKERS
-from .mapping.view import attributes_of
 from .mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
 
 logger = logging.getLogger("promptwall_otel")
@@ -48,6 +47,14 @@ def _parent_of(span: Any) -> Any:
         return span._parent
     except AttributeError:
         return span.parent
+
+
+def _live_attributes(span: Any) -> Any:
+    """A parent span's attributes as they are now (those set after its start included); None if it has none."""
+    try:
+        return span._attributes._dict
+    except AttributeError:  # not an SDK span: a remote parent, or another implementation
+        return span.attributes if span.is_recording() and hasattr(span, "attributes") else None
 
 
 def _is_genai(span: Any) -> bool:
@@ -162,13 +169,13 @@ class PromptWallSpanProcessor(SpanProcessor):
         """
         try:
             base = None
-            if _parent_of(span) is not None:  # roots (most server spans) have no ancestors to read
-                parent = trace.get_current_span(parent_context)
-                parent_span_context = parent.get_span_context()
-                if parent_span_context.is_valid:
-                    base = self._contexts.get(parent_span_context.span_id)
-                    if parent.is_recording():  # its attributes now, those set after its start included
-                        base = _inherited_from(attributes_of(parent), base)
+            parent_span_context = _parent_of(span)
+            if parent_span_context is not None:  # roots (most server spans) have no ancestors to read
+                if self._inherited:
+                    base = self._inherited.get(parent_span_context.span_id)
+                attributes = _live_attributes(trace.get_current_span(parent_context))
+                if attributes and not INHERITED_KEY_SET.isdisjoint(attributes):
+                    base = _inherited_from(attributes, base)
             if _is_genai(span):
                 bag = baggage.get_all(parent_context)
                 if bag:  # the span's own ancestors' attributes win over baggage
