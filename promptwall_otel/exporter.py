@@ -98,10 +98,6 @@ class PromptWallSpanExporter(SpanExporter):
         """Counters: exported, duplicates, rejected, retried, spooled, replayed, dropped."""
         return self.stats.snapshot()
 
-    def records_for(self, spans: Sequence[ReadableSpan]) -> List[Dict[str, Any]]:
-        """The events these spans map to (no I/O); what ``export`` sends."""
-        return self._map(spans)
-
     def _map(self, spans: Sequence[ReadableSpan], emit: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
         views = [from_readable_span(span) for span in spans if is_genai_span(span)]
         if not views:
@@ -110,7 +106,7 @@ class PromptWallSpanExporter(SpanExporter):
                                       inherited_for=self.contexts.pop_for, emit=emit)  # fmt: skip
 
     def encode_spans(self, spans: Sequence[ReadableSpan]) -> List[bytes]:
-        """What ``records_for`` gives, encoded, each record as soon as nothing can change it (no I/O).
+        """The events these spans map to, encoded, each record as soon as nothing can change it (no I/O).
 
         Few record dicts stay alive this way, so the garbage collections that
         the application pays for stay short.
@@ -134,7 +130,7 @@ class PromptWallSpanExporter(SpanExporter):
 
     def send(self, lines: List[bytes], deadline: Optional[float] = None) -> bool:
         """Post encoded records (retrying until ``deadline``), then replay the spool if that went well."""
-        ok = self.delivery.deliver_encoded(lines, deadline)
+        ok = self.delivery.deliver(lines, deadline)
         if ok:
             self.delivery.replay(deadline or time.monotonic() + self.delivery.retry_window_s)
         return ok

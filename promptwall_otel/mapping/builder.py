@@ -144,7 +144,8 @@ def is_genai(attributes: Mapping[str, Any]) -> bool:
 
 
 def is_genai_span(span: Any) -> bool:
-    """``is_genai(attributes_of(span))`` in one call: the application thread asks it of every span twice."""
+    """``is_genai(attributes_of(span))`` in one call, for the export thread's filter (the application
+    thread has its own copy in ``processor``, so the two threads share no objects)."""
     attributes = getattr(getattr(span, "_attributes", None), "_dict", None)
     if type(attributes) is not dict:
         attributes = span.attributes

@@ -87,7 +87,7 @@ class _Sender:
             while self._queue and len(batch) < 2000:
                 batch.append(self._queue.popleft())
             if batch:
-                self.delivery.deliver_encoded(batch)
+                self.delivery.deliver(batch)
             if not self._stop:
                 self.delivery.replay(time.monotonic() + 5)
 
@@ -102,7 +102,7 @@ class _Sender:
         leftover = list(self._queue)
         self._queue.clear()
         if leftover:
-            self.delivery.deliver_encoded(leftover)  # stop_event set: straight to the spool
+            self.delivery.deliver(leftover)  # stop_event set: straight to the spool
         self.delivery.client.close()
 
 

@@ -109,10 +109,6 @@ class Delivery:
 
     # --- public --------------------------------------------------------------
 
-    def deliver(self, records: Iterable[Dict[str, Any]], deadline: Optional[float] = None) -> bool:
-        """Send records now (retrying until ``deadline``); False only if some had to be dropped."""
-        return self.deliver_encoded(self.encode_records(records), deadline)
-
     def encode_record(self, record: Dict[str, Any]) -> Optional[bytes]:
         """One record as a line of the request body; None (logged, counted) if a redact hook made it invalid."""
         if self.validate:
@@ -129,8 +125,9 @@ class Delivery:
             return [encode(record) for record in records]
         return [line for line in map(self.encode_record, records) if line is not None]
 
-    def deliver_encoded(self, lines: List[bytes], deadline: Optional[float] = None) -> bool:
-        """Like :meth:`deliver`, for records already encoded with :meth:`encode_record`."""
+    def deliver(self, lines: List[bytes], deadline: Optional[float] = None) -> bool:
+        """Send records encoded with :meth:`encode_record` now (retrying until ``deadline``); False only if some
+        had to be dropped."""
         if not lines:
             return True
         window_end = time.monotonic() + self.retry_window_s
