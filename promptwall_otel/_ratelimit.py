@@ -15,7 +15,7 @@ class RateLimitedLogger:
         self._lock = threading.Lock()
         self._last: Dict[str, Tuple[float, int]] = {}
 
-    def log(self, level: int, key: str, message: str, *args: Any) -> None:
+    def log(self, level: int, key: str, message: str, *args: Any, exc_info: bool = False) -> None:
         """Log unless ``key`` was logged less than the interval ago; then say how many were held back."""
         now = time.monotonic()
         with self._lock:
@@ -26,4 +26,4 @@ class RateLimitedLogger:
             self._last[key] = (now, 0)
         if suppressed:
             message += f" ({suppressed} similar messages suppressed)"
-        self._logger.log(level, message, *args)
+        self._logger.log(level, message, *args, exc_info=exc_info)

@@ -138,14 +138,18 @@ ENV_CERTIFICATE = "OTEL_EXPORTER_PROMPTWALL_CERTIFICATE"
 ENV_SPOOL = "PROMPTWALL_SPOOL"
 ENV_SPOOL_DIR = "PROMPTWALL_SPOOL_DIR"
 ENV_SPOOL_MAX_BYTES = "PROMPTWALL_SPOOL_MAX_BYTES"
-ENV_RETRY_WINDOW = "PROMPTWALL_RETRY_WINDOW_SECONDS"
+ENV_MAX_ATTEMPTS = "PROMPTWALL_MAX_ATTEMPTS"
+ENV_MAX_QUEUE_BYTES = "PROMPTWALL_MAX_QUEUE_BYTES"
 ENV_MAX_BATCH_BYTES = "PROMPTWALL_MAX_BATCH_BYTES"
 ENV_BSP_SCHEDULE_DELAY = "OTEL_BSP_SCHEDULE_DELAY"
 ENV_BSP_MAX_QUEUE_SIZE = "OTEL_BSP_MAX_QUEUE_SIZE"
 ENV_BSP_MAX_EXPORT_BATCH_SIZE = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
 ENV_BSP_EXPORT_TIMEOUT = "OTEL_BSP_EXPORT_TIMEOUT"
 
-DEFAULT_SPOOL_MAX_BYTES = 64 * 1024 * 1024
+# Gzip-compressed batches: about 10 minutes of 1,000 chat spans/s with a few KB of content each.
+DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024
+# Encoded size of the GenAI spans waiting to be mapped (their objects take about twice that).
+DEFAULT_MAX_QUEUE_BYTES = 32 * 1024 * 1024
 
 
 def env_float(name: str, default: float, environ: Optional[Mapping[str, str]] = None) -> float:
@@ -194,9 +198,20 @@ def compression(value: Optional[str] = None, environ: Optional[Mapping[str, str]
     return raw
 
 
-def default_spool_dir(endpoint: str, api_key: Optional[str]) -> str:
-    """One spool per endpoint and key, in the user's cache dir, so records never go to the wrong tenant."""
-    import hashlib
+def cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
-    label = hashlib.sha256(f"{endpoint}\n{api_key or ''}".encode("utf-8", "replace")).hexdigest()[:16]
-    return str(Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / "spool" / label)
+
+def default_spool_dir(environ: Optional[Mapping[str, str]] = None) -> str:
+    """One spool per service (``OTEL_SERVICE_NAME``), whatever the key or URL.
+
+    Records wait for the backend, not for a key: whatever the folder holds is
+    sent with the key and URL configured when it goes out, so records kept for
+    lack of a key, or under a key since rotated, or for a mistyped URL, leave
+    once the configuration is right. Services with different keys get
+    different folders; one service run under several keys on one machine
+    needs ``PROMPTWALL_SPOOL_DIR`` per key.
+    """
+    service = _env(environ).get("OTEL_SERVICE_NAME", "").strip() or "default"
+    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in service)[:64].lstrip(".") or "default"
+    return str(cache_dir() / "spool" / label)

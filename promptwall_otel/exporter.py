@@ -1,16 +1,17 @@
 """``PromptWallSpanExporter``: GenAI spans in, PromptWall events out.
 
 Maps each batch with the trace ledger (one event per LLM call), joins content
-that arrived as log records and context captured at span start, and hands the
-records to :class:`~promptwall_otel.transport.Delivery`. Usable on its own
-under any span processor; :class:`PromptWallSpanProcessor` adds what only a
-processor can see (inheritance at span start, unsampled spans).
+that arrived as log records and context captured at span start, encodes the
+records and hands them to its :class:`~promptwall_otel.transport.SendingWorker`,
+which owns every network and disk operation. Usable on its own under any span
+processor (``export`` returns once the records are queued, never waiting on
+the network); :class:`PromptWallSpanProcessor` adds what only a processor can
+see (inheritance at span start, unsampled spans).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -21,17 +22,21 @@ from ._stores import ContentStore, ContextStore, default_content, default_contex
 from .mapping import MappingOptions, from_readable_span, is_genai_span
 from .mapping.ledger import TraceLedger
 from .stats import ExportStats, register_metrics
-from .transport import Delivery, EventsClient, Spool
+from .transport import EventsClient, MemorySpool, RecordEncoder, SendingWorker, Spool
+from .transport.encoding import DEFAULT_MAX_BATCH_BYTES
+from .transport.worker import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BUFFER_BYTES
 
 logger = logging.getLogger("promptwall_otel")
+
+_SHUTDOWN_S = 5.0
+_MEMORY_SPOOL_BYTES = 64 * 1024 * 1024  # with the spool off, what an outage may hold in memory
 
 
 class PromptWallSpanExporter(SpanExporter):
     """Exports the GenAI spans of each batch to ``POST /v1/events``.
 
     Arguments win over environment variables (see the README's configuration
-    table). ``export`` never raises; it returns FAILURE only if records had
-    to be dropped (spool off or full).
+    table). ``export`` never raises and never waits on the network.
     """
 
     def __init__(
@@ -47,8 +52,9 @@ class PromptWallSpanExporter(SpanExporter):
         spool: Optional[bool] = None,
         spool_dir: Optional[str] = None,
         spool_max_bytes: Optional[int] = None,
-        retry_window: Optional[float] = None,
+        max_attempts: Optional[int] = None,
         max_batch_bytes: Optional[int] = None,
+        max_buffer_bytes: Optional[int] = None,
         mapping: Optional[MappingOptions] = None,
         contexts: Optional[ContextStore] = None,
         content: Optional[ContentStore] = None,
@@ -67,24 +73,28 @@ class PromptWallSpanExporter(SpanExporter):
             compression=config.compression(compression),
             certificate_file=certificate_file or config.env_str(config.ENV_CERTIFICATE),
         )
+        batch_bytes = max_batch_bytes or config.env_int(config.ENV_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_BYTES, minimum=1024)
         spool_on = spool if spool is not None else config.env_bool(config.ENV_SPOOL, True)
-        spool_store = None
+        store: Any
         if spool_on:
-            directory = spool_dir or config.env_str(config.ENV_SPOOL_DIR) or config.default_spool_dir(self.endpoint, key)
+            directory = spool_dir or config.env_str(config.ENV_SPOOL_DIR) or config.default_spool_dir()
             limit = spool_max_bytes or config.env_int(config.ENV_SPOOL_MAX_BYTES, config.DEFAULT_SPOOL_MAX_BYTES, minimum=1)
-            spool_store = Spool(directory, limit)
+            store = Spool(directory, limit, batch_bytes)
+        else:
+            store = MemorySpool(_MEMORY_SPOOL_BYTES, batch_bytes)
         self.mapping = mapping or config.mapping_options(**mapping_overrides)
         self.stats = ExportStats()
-        self.delivery = Delivery(
+        # Records from the mapping are valid by construction; a redact hook can break them.
+        self.encoder = RecordEncoder(self.stats, validate=self.mapping.redact is not None)
+        self.worker = SendingWorker(
             client,
-            spool_store,
+            store,
             self.stats,
-            max_batch_bytes=max_batch_bytes or config.env_int(config.ENV_MAX_BATCH_BYTES, 4 * 1024 * 1024, minimum=1024),
-            retry_window_s=retry_window or config.env_float(config.ENV_RETRY_WINDOW, 10.0),
+            max_batch_bytes=batch_bytes,
+            max_buffer_bytes=max_buffer_bytes or DEFAULT_MAX_BUFFER_BYTES,
+            max_attempts=max_attempts or config.env_int(config.ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS, minimum=1),
             api_key_env=config.ENV_API_KEY,
-            validate=self.mapping.redact is not None,
         )
-
         self.contexts = contexts if contexts is not None else default_contexts
         self.content = content if content is not None else default_content
         self._ledger = TraceLedger()
@@ -92,10 +102,10 @@ class PromptWallSpanExporter(SpanExporter):
         register_metrics(self.stats, meter_provider)
 
     def __repr__(self) -> str:
-        return f"PromptWallSpanExporter(endpoint={self.endpoint!r}, delivery={self.delivery!r})"
+        return f"PromptWallSpanExporter(endpoint={self.endpoint!r}, worker={self.worker!r})"
 
     def stats_snapshot(self) -> Dict[str, int]:
-        """Counters: exported, duplicates, rejected, retried, spooled, replayed, dropped."""
+        """Counters: exported, duplicates, rejected, spooled, replayed, dead_lettered, dropped."""
         return self.stats.snapshot()
 
     def _map(self, spans: Sequence[ReadableSpan], emit: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
@@ -112,7 +122,7 @@ class PromptWallSpanExporter(SpanExporter):
         the application pays for stay short.
         """
         lines: List[bytes] = []
-        encode = self.delivery.encode_record
+        encode = self.encoder
 
         def emit(record: Dict[str, Any]) -> None:
             line = encode(record)
@@ -128,41 +138,28 @@ class PromptWallSpanExporter(SpanExporter):
         if trace_ids:
             self._ledger.forget(trace_ids)
 
-    def send(self, lines: List[bytes], deadline: Optional[float] = None) -> bool:
-        """Post encoded records (retrying until ``deadline``), then replay the spool if that went well."""
-        ok = self.delivery.deliver(lines, deadline)
-        if ok:
-            self.delivery.replay(deadline or time.monotonic() + self.delivery.retry_window_s)
-        return ok
-
-    def export(self, spans: Sequence[ReadableSpan], deadline: Optional[float] = None) -> SpanExportResult:
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
             return SpanExportResult.FAILURE
         try:
-            return SpanExportResult.SUCCESS if self.send(self.encode_spans(spans), deadline) else SpanExportResult.FAILURE
+            self.worker.offer(self.encode_spans(spans))
+            return SpanExportResult.SUCCESS
         except Exception:  # never into the SDK's worker, never into the app
             logger.exception("PromptWall export failed")
             return SpanExportResult.FAILURE
 
-    def replay_spool(self, timeout_s: float = 10.0) -> None:
-        """Send what earlier runs left in the spool (the processor calls this at start, off the app thread)."""
-        try:
-            self.delivery.replay(time.monotonic() + timeout_s)
-        except Exception:
-            logger.exception("PromptWall spool replay failed")
-
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True  # nothing is buffered here; processors buffer
+        """Send what is queued and try the spool; True if nothing is left waiting."""
+        return self.worker.flush(timeout_millis / 1000)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = _SHUTDOWN_S) -> None:
+        """Send what is queued within ``timeout_s``; the rest (in flight included) goes to the spool."""
         if self._shutdown:
             return
         self._shutdown = True
-        self.delivery.stop_event.set()
-        self.delivery.client.close()
+        self.worker.close(timeout_s)
 
     def reinit_after_fork(self) -> None:
-        """A forked child gets its own connection pool and a fresh ledger."""
-        self.delivery.client.after_fork()
-        self.delivery.stop_event.clear()
+        """A forked child gets its own connection pool, sending thread and ledger."""
+        self.worker.after_fork()
         self._ledger = TraceLedger()

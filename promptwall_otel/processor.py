@@ -3,8 +3,10 @@
 The application thread does two cheap things: at span start it records what
 the span inherits (session, user, use case, team, metadata from its parent
 span and from baggage), and at span end it drops non-GenAI spans after one
-set test or appends the GenAI span to a bounded queue. Mapping, encoding and
-network I/O happen on one background worker, which also replays the spool.
+set test or appends the GenAI span to a queue bounded by bytes. Mapping and
+encoding happen on one background thread, which hands the encoded records to
+the exporter's sending worker (network, spool, replay) and never waits on the
+network, so a burst or an outage never backs the queue up behind a request.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from . import config
 from ._ratelimit import RateLimitedLogger
 from .exporter import PromptWallSpanExporter
-from .transport.sender import BackgroundSender
 from .mapping import Inherited
 from .mapping.builder import GENAI_MARKERS
 from .mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
@@ -33,6 +34,9 @@ from .mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
 logger = logging.getLogger("promptwall_otel")
 
 _SHUTDOWN_FLUSH_S = 5.0
+_MIN_QUEUE_SPANS = 2048  # the stock SDK's default: the byte budget never allows fewer
+_MAX_QUEUE_SPANS = 1_000_000
+_ASSUMED_SPAN_BYTES = 4096  # until the first batch has been measured
 
 # The application thread's own copies. Whatever both threads touch (a shared set, function,
 # or the attribute keys the export thread iterates while mapping) moves a cache line between
@@ -119,19 +123,25 @@ class PromptWallSpanProcessor(SpanProcessor):
         exporter: Optional[PromptWallSpanExporter] = None,
         *,
         max_queue_size: Optional[int] = None,
+        max_queue_bytes: Optional[int] = None,
         schedule_delay_millis: Optional[float] = None,
         max_export_batch_size: Optional[int] = None,
         export_timeout_millis: Optional[float] = None,
         **exporter_options: Any,
     ) -> None:
         self.exporter = exporter or PromptWallSpanExporter(**exporter_options)
-        self.max_queue_size = max_queue_size or config.env_int(config.ENV_BSP_MAX_QUEUE_SIZE, 2048, minimum=1)
+        # A span count only when asked for one (argument or OTEL_BSP_MAX_QUEUE_SIZE); by default the queue
+        # is bounded by bytes: a dropped GenAI span is a lost bill, and their sizes vary a hundredfold.
+        self.max_queue_size = max_queue_size or config.env_int(config.ENV_BSP_MAX_QUEUE_SIZE, 0, minimum=1) or None
+        self.max_queue_bytes = max_queue_bytes or config.env_int(config.ENV_MAX_QUEUE_BYTES, config.DEFAULT_MAX_QUEUE_BYTES,
+                                                                 minimum=1024)  # fmt: skip
         self.schedule_delay_s = (schedule_delay_millis or config.env_float(config.ENV_BSP_SCHEDULE_DELAY, 5000)) / 1000
-        self.max_export_batch_size = min(
-            max_export_batch_size or config.env_int(config.ENV_BSP_MAX_EXPORT_BATCH_SIZE, 512, minimum=1),
-            self.max_queue_size,
-        )
+        self.max_export_batch_size = max_export_batch_size or config.env_int(config.ENV_BSP_MAX_EXPORT_BATCH_SIZE, 512,
+                                                                             minimum=1)  # fmt: skip
+        if self.max_queue_size:
+            self.max_export_batch_size = min(self.max_export_batch_size, self.max_queue_size)
         self.export_timeout_s = (export_timeout_millis or config.env_float(config.ENV_BSP_EXPORT_TIMEOUT, 30000)) / 1000
+        self._queue_limit = self._limit_for(_ASSUMED_SPAN_BYTES)
         self._contexts = self.exporter.contexts
         self._inherited = self._contexts.entries  # the dict itself: its truth test costs no Python call
         self._log = RateLimitedLogger(logger)
@@ -141,21 +151,24 @@ class PromptWallSpanProcessor(SpanProcessor):
         weak_shutdown = weakref.WeakMethod(self.shutdown)
         atexit.register(lambda: (weak_shutdown() or (lambda: None))())
 
+    def _limit_for(self, span_bytes: float) -> int:
+        """How many spans the queue may hold when a span encodes to ``span_bytes`` on average."""
+        if self.max_queue_size:
+            return self.max_queue_size
+        return int(min(_MAX_QUEUE_SPANS, max(_MIN_QUEUE_SPANS, self.max_queue_bytes // max(span_bytes, 256.0))))
+
     def _start_worker(self) -> None:
         # Finished GenAI spans, and (as ints) ids of traces whose non-GenAI root ended after them.
         self._queue: Deque[Union[ReadableSpan, int]] = collections.deque()
         self._open_traces: Dict[int, None] = {}  # traces with queued LLM calls whose root has not ended
         self._wake = threading.Event()
-        self._flush_requests: List[threading.Event] = []
+        self._flush_requests: List[Tuple[threading.Event, float]] = []
         self._stopping = False
-        self._pending_start_replay = True
-        # Mapping runs on the worker while the previous batch is in flight on the sender.
-        self._sender = BackgroundSender(self.exporter.send, self.exporter.delivery.stop_event)
-        self._worker = threading.Thread(target=self._run, name="promptwall-export", daemon=True)
+        self._worker = threading.Thread(target=self._run, name="promptwall-map", daemon=True)
         self._worker.start()
 
     def _after_fork(self) -> None:
-        # The child inherits the parent's queue (the parent exports those) but not its thread.
+        # The child inherits the parent's queue (the parent exports those) but not its threads.
         self.exporter.reinit_after_fork()
         self._start_worker()
 
@@ -197,10 +210,11 @@ class PromptWallSpanProcessor(SpanProcessor):
                         self._root_ended(span.context.trace_id)
                 return
             queue = self._queue
-            if len(queue) >= self.max_queue_size:
+            if len(queue) >= self._queue_limit:
                 self.exporter.stats.add("dropped")
-                self._log.log(logging.WARNING, "queue-full", "PromptWall queue full (%d spans): span dropped; "
-                              "raise OTEL_BSP_MAX_QUEUE_SIZE", self.max_queue_size)  # fmt: skip
+                self._log.log(logging.ERROR, "queue-full", "PromptWall queue full (%d spans, about %d bytes): GenAI "
+                              "span dropped; raise PROMPTWALL_MAX_QUEUE_BYTES", self._queue_limit,
+                              self.max_queue_bytes)  # fmt: skip
                 return
             queue.append(span)
             parent = _parent_of(span)
@@ -242,22 +256,21 @@ class PromptWallSpanProcessor(SpanProcessor):
         return batch, ended
 
     def _run(self) -> None:
-        if self._pending_start_replay:
-            self._pending_start_replay = False
-            self.exporter.replay_spool(self.export_timeout_s)
         while True:
             self._wake.wait(self.schedule_delay_s)
             self._wake.clear()
-            self._drain(time.monotonic() + self.export_timeout_s)
+            self._drain()
             requests = self._pop_flush_requests()
-            if requests or self._stopping:  # flushed means sent, not only handed to the sender
-                self._sender.wait(self.export_timeout_s)
-            for request in requests:
+            if requests:  # flushed means sent (or, with the backend down, safely spooled), not only queued
+                deadline = max(at for _, at in requests)
+                self.exporter.worker.flush(max(0.0, deadline - time.monotonic()))
+            for request, _ in requests:
                 request.set()
             if self._stopping and not self._queue:
                 return
 
-    def _drain(self, deadline: float) -> None:
+    def _drain(self) -> None:
+        span_bytes = total_spans = 0
         while self._queue:
             batch, ended = self._take()
             try:
@@ -266,47 +279,43 @@ class PromptWallSpanProcessor(SpanProcessor):
             except Exception:
                 self._log.log(logging.ERROR, "export", "PromptWall mapping failed", exc_info=True)
                 continue
-            if lines:
-                self._sender.submit(lines, deadline)
-            if self._stopping and time.monotonic() > deadline:
-                return
+            self.exporter.worker.offer(lines)
+            span_bytes += sum(map(len, lines))
+            total_spans += len(batch)
+        if total_spans:
+            self._queue_limit = self._limit_for(span_bytes / total_spans)
 
-    def _pop_flush_requests(self) -> List[threading.Event]:
+    def _pop_flush_requests(self) -> List[Tuple[threading.Event, float]]:
         requests, self._flush_requests = self._flush_requests, []
         return requests
 
     # --- lifecycle ------------------------------------------------------------
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Export everything queued now; True if done within the timeout."""
+        """Map everything queued now, send it and try the spool; True if done within the timeout."""
         if not self._worker.is_alive():
-            return not self._queue
+            return not self._queue and self.exporter.force_flush(timeout_millis)
         done = threading.Event()
-        self._flush_requests.append(done)
+        self._flush_requests.append((done, time.monotonic() + timeout_millis / 1000))
         self._wake.set()
         return done.wait(timeout_millis / 1000)
 
     def shutdown(self) -> None:
-        """Flush within a bounded time (``OTEL_BSP_EXPORT_TIMEOUT``, at most 5 s); what is left goes to the spool."""
+        """Map what is queued, send it within a bounded time (``OTEL_BSP_EXPORT_TIMEOUT``, at most 5 s);
+        what is left, the request in flight included, goes to the spool."""
         if self._stopping:
             return
+        budget = min(self.export_timeout_s, _SHUTDOWN_FLUSH_S)
+        deadline = time.monotonic() + budget
         self._stopping = True
         self._wake.set()
-        self._worker.join(min(self.export_timeout_s, _SHUTDOWN_FLUSH_S))
-        delivery = self.exporter.delivery
-        delivery.stop_event.set()  # retry waits end; anything sent from now on is spooled
-        self._worker.join(0.5)
-        if self._sender.busy:
-            delivery.keep_inflight()  # stuck in a request: keep its batch too
-        leftover = self._take_all()
-        if leftover:
-            self.exporter.export(leftover, time.monotonic())
-        self.exporter.shutdown()
-
-    def _take_all(self) -> List[ReadableSpan]:
-        batch = [item for item in self._queue if type(item) is not int]
-        self._queue.clear()
-        return batch
+        self._worker.join(budget)
+        if self._worker.is_alive():
+            lost = sum(1 for item in self._queue if type(item) is not int)
+            if lost:  # mapping is stuck (a redact hook that never returns?): nothing else can map safely
+                self.exporter.stats.add("dropped", lost)
+                logger.error("PromptWall: mapping did not finish at exit; %d GenAI spans dropped", lost)
+        self.exporter.shutdown(max(0.5, deadline - time.monotonic()))
 
     def stats(self) -> Dict[str, int]:
         return self.exporter.stats_snapshot()

@@ -9,10 +9,10 @@ COUNTERS = (
     "exported",  # accepted by the backend
     "duplicates",  # skipped by the backend: already stored (idempotent request_id)
     "rejected",  # refused as invalid by the backend (207 items, 400 batches) or by local validation
-    "retried",  # HTTP attempts repeated after a retryable failure
     "spooled",  # records written to the on-disk spool
     "replayed",  # records sent again from the spool
-    "dropped",  # lost: queue full with spool off, spool full, or redact hook said so
+    "dead_lettered",  # failed again and again while the backend took other records: moved to the dead letters
+    "dropped",  # lost: app-side queue full, spool full, spool off at exit, or redact hook said so
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -27,7 +28,8 @@ def free_port() -> int:
 def spooled_ids(directory: Path) -> Set[str]:
     ids: Set[str] = set()
     for path in directory.glob("*.jsonl*"):
-        for line in path.read_bytes().splitlines():
+        data = path.read_bytes()
+        for line in (gzip.decompress(data) if path.name.endswith(".gz") else data).splitlines():
             if line.strip():
                 ids.add(json.loads(line)["request_id"])
     return ids
@@ -41,7 +43,7 @@ def replay(env: Dict[str, str]) -> None:
 def test_backend_down_then_up_delivers_everything_once(fake_llm: str, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = app_env(url, fake_llm, str(tmp_path), PROMPTWALL_RETRY_WINDOW_SECONDS="1")
+    env = app_env(url, fake_llm, str(tmp_path))
     started = time.monotonic()
     done = run_app("code", env, "--calls", "10")
     assert done.returncode == 0, done.stderr
@@ -58,11 +60,11 @@ def test_backend_down_then_up_delivers_everything_once(fake_llm: str, tmp_path: 
 
 def test_kill_9_loses_nothing_that_reached_the_spool(fake_llm: str, tmp_path: Path) -> None:
     port = free_port()
-    env = app_env(f"http://127.0.0.1:{port}", fake_llm, str(tmp_path), PROMPTWALL_RETRY_WINDOW_SECONDS="0.3")
+    env = app_env(f"http://127.0.0.1:{port}", fake_llm, str(tmp_path))
     app = subprocess.Popen([sys.executable, str(APP), "code", "--calls", "400"], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list(tmp_path.glob("*.jsonl"))) < 2:
+    while time.monotonic() < deadline and len(list(tmp_path.glob("*.jsonl.gz"))) < 2:
         time.sleep(0.05)
     os.kill(app.pid, signal.SIGKILL)
     app.wait()

@@ -4,30 +4,46 @@ Spans end before their parents and content log records travel separately,
 so each GenAI span waits a bounded time (``correlation_wait_s``) for its
 content logs and for the ancestors it inherits session and user from; then it
 is mapped with the same code as the in-process exporter and handed to the
-sender of its tenant (the PromptWall key it came with). Everything held here
-is a short-lived, bounded cache: replicas share nothing, the deterministic
+sending worker of its tenant (the PromptWall key it came with): the same
+worker, spool and dead letters as in-process. Everything held here is a
+short-lived, bounded cache: replicas share nothing, the deterministic
 ``request_id`` makes a record that two replicas send stored once.
+
+Backpressure comes before the answer: :meth:`ReceiverCore.admit` refuses a
+request (503 / UNAVAILABLE, which collectors retry) while spans wait at their
+bound or the tenant's worker cannot take more without only spooling it, and
+it is called before the body is decoded, so refused input costs no mapping.
+What was admitted is mapped and reaches the backend or the spool.
+
+Each tenant's spool folder is ``{spool_root}/{hash of key}`` and holds the key
+(0600, like the records) so that a restarted receiver replays every tenant's
+backlog at start, before that tenant sends again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._ratelimit import RateLimitedLogger
 from ..mapping import Inherited, LogView, MappingOptions, SpanClass, SpanView, classify
 from ..mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
 from ..mapping.ledger import TraceLedger
 from ..mapping.semconv import CHOICE_EVENT, CONTENT_EVENTS, DETAILS_EVENT, INPUT_MESSAGES, OUTPUT_MESSAGES
+from .. import config
 from ..stats import ExportStats
-from ..transport import Delivery, EventsClient, Spool
+from ..transport import EventsClient, RecordEncoder, SendingWorker, Spool
+from ..transport.spool import make_private_dir, write_private
 
 logger = logging.getLogger("promptwall_otel.receiver")
 
 _LAST_CONTENT_EVENTS = frozenset({CHOICE_EVENT, DETAILS_EVENT})
+_KEY_FILE = "tenant.key"
 
 
 class Overloaded(Exception):
@@ -48,64 +64,6 @@ class _Pending:
         self.complete = complete  # content on the span, or its last content log arrived
 
 
-class _Sender:
-    """One tenant's records: a bounded queue and a thread that delivers them (retries, spool, replay)."""
-
-    def __init__(self, delivery: Delivery, max_records: int) -> None:
-        self.delivery = delivery
-        self.max_records = max_records
-        self._queue: Deque[bytes] = deque()  # encoded records: a fraction of the memory of their dicts
-        self._wake = threading.Event()
-        self._stop = False
-        self._spool_checked_at = float("-inf")
-        self._spool_was_full = False
-        self._thread = threading.Thread(target=self._run, name="promptwall-receiver-send", daemon=True)
-        self._thread.start()
-
-    def spool_full(self) -> bool:
-        """The downstream spool is (nearly) at its cap; its size is read at most once a second."""
-        now = time.monotonic()
-        if now - self._spool_checked_at > 1.0:
-            spool = self.delivery.spool
-            self._spool_was_full = spool is not None and spool.size() >= 0.9 * spool.max_bytes
-            self._spool_checked_at = now
-        return self._spool_was_full
-
-    def offer(self, records: List[Dict[str, Any]]) -> bool:
-        if len(self._queue) + len(records) > self.max_records:
-            return False
-        self._queue.extend(self.delivery.encode_records(records))
-        self._wake.set()
-        return True
-
-    def _run(self) -> None:
-        self.delivery.replay(time.monotonic() + 10)
-        while not self._stop or self._queue:
-            self._wake.wait(1.0)
-            self._wake.clear()
-            batch: List[bytes] = []
-            while self._queue and len(batch) < 2000:
-                batch.append(self._queue.popleft())
-            if batch:
-                self.delivery.deliver(batch)
-            if not self._stop:
-                self.delivery.replay(time.monotonic() + 5)
-
-    def close(self, timeout_s: float) -> None:
-        self._stop = True
-        self._wake.set()
-        self._thread.join(timeout_s)
-        self.delivery.stop_event.set()
-        self._thread.join(1.0)
-        if self._thread.is_alive():
-            self.delivery.keep_inflight()
-        leftover = list(self._queue)
-        self._queue.clear()
-        if leftover:
-            self.delivery.deliver(leftover)  # stop_event set: straight to the spool
-        self.delivery.client.close()
-
-
 class ReceiverCore:
     """Thread-safe. ``accept_spans`` / ``accept_logs`` are called by the HTTP and gRPC front ends."""
 
@@ -119,23 +77,23 @@ class ReceiverCore:
         spool_root: Optional[str] = None,
         correlation_wait_s: float = 2.0,
         max_pending_spans: int = 50_000,
-        max_queued_records: int = 50_000,
+        max_buffer_bytes: int = 16 * 1024 * 1024,
+        spool_max_bytes: int = config.DEFAULT_SPOOL_MAX_BYTES,
         max_tenants: int = 64,
         timeout_s: float = 10.0,
-        retry_window_s: float = 10.0,
         compression: str = "gzip",
     ) -> None:
         self.endpoint = endpoint
         self._api_key = api_key
         self.pass_through = pass_through
         self.mapping = mapping or MappingOptions(mode="vendor")
-        self.spool_root = spool_root
+        self.spool_root = spool_root or str(config.cache_dir() / "receiver")
         self.correlation_wait_s = correlation_wait_s
         self.max_pending_spans = max_pending_spans
-        self.max_queued_records = max_queued_records
+        self.max_buffer_bytes = max_buffer_bytes
+        self.spool_max_bytes = spool_max_bytes
         self.max_tenants = max_tenants
         self.timeout_s = timeout_s
-        self.retry_window_s = retry_window_s
         self.compression = compression
         self.stats = ExportStats()
         self.counters: Dict[str, int] = {"spans_received": 0, "logs_received": 0, "spans_rejected": 0}
@@ -145,8 +103,10 @@ class ReceiverCore:
         # (tenant, trace_id) -> {span_id: (parent_span_id, inherited from its own attributes)}
         self._lineage: "OrderedDict[Tuple[str, int], Dict[int, Tuple[Optional[int], Optional[Inherited]]]]" = OrderedDict()
         self._ledgers: Dict[str, TraceLedger] = {}
-        self._senders: Dict[str, _Sender] = {}
+        self._workers: Dict[str, SendingWorker] = {}
+        self._encoder = RecordEncoder(self.stats, validate=self.mapping.redact is not None)
         self._log = RateLimitedLogger(logger)
+        self._replay_spooled_tenants()
         self._closed = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="promptwall-receiver", daemon=True)
         self._flusher.start()
@@ -162,35 +122,62 @@ class ReceiverCore:
             return caller_key
         return self._api_key
 
-    def _sender(self, key: str) -> _Sender:
-        sender = self._senders.get(key)
-        if sender is None:
-            from ..config import default_spool_dir
-
+    def _worker(self, key: str) -> SendingWorker:
+        worker = self._workers.get(key)
+        if worker is None:
+            folder = Path(self.spool_root) / hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+            make_private_dir(folder)
+            key_file = folder / _KEY_FILE
+            if not key_file.exists():
+                write_private(key_file, key.encode("utf-8", "surrogatepass"))
             client = EventsClient(self.endpoint, key, timeout_s=self.timeout_s, compression=self.compression)
-            spool_dir = default_spool_dir(self.endpoint, key)
-            if self.spool_root:
-                spool_dir = f"{self.spool_root.rstrip('/')}/{spool_dir.rsplit('/', 1)[-1]}"
-            delivery = Delivery(client, Spool(spool_dir, 64 * 1024 * 1024), self.stats, retry_window_s=self.retry_window_s,
-                                validate=self.mapping.redact is not None)  # fmt: skip
-            sender = self._senders[key] = _Sender(delivery, self.max_queued_records)
-        return sender
+            worker = self._workers[key] = SendingWorker(
+                client, Spool(str(folder), self.spool_max_bytes), self.stats,
+                max_buffer_bytes=self.max_buffer_bytes, name="promptwall-receiver-send",
+            )  # fmt: skip
+        return worker
+
+    def _replay_spooled_tenants(self) -> None:
+        """Start a worker for every tenant whose spool holds records: they replay without new traffic."""
+        try:
+            folders = sorted(Path(self.spool_root).iterdir())
+        except FileNotFoundError:
+            return
+        for folder in folders:
+            key_file = folder / _KEY_FILE
+            if len(self._workers) >= self.max_tenants or not key_file.is_file():
+                continue
+            if Spool(str(folder), self.spool_max_bytes).pending() == 0:
+                continue
+            try:
+                key = key_file.read_bytes().decode("utf-8", "surrogatepass")
+            except (OSError, UnicodeDecodeError):
+                continue
+            with self._lock:
+                self._worker(key)
 
     # --- intake ------------------------------------------------------------------
+
+    def admit(self, tenant: str) -> None:
+        """Raise :class:`Overloaded` if what this tenant sends now could not be forwarded; cheap, before decoding."""
+        if len(self._pending) >= self.max_pending_spans:
+            raise Overloaded(f"{len(self._pending)} spans waiting to be mapped", retry_after_s=1)
+        worker = self._workers.get(tenant)
+        if worker is None:
+            if len(self._workers) >= self.max_tenants:
+                # Each key gets a thread and a spool: random keys must not exhaust either.
+                raise Overloaded(f"more than {self.max_tenants} distinct PromptWall keys", retry_after_s=60)
+        elif worker.pressure():
+            raise Overloaded("forwarding buffer or spool full", retry_after_s=2)
 
     def accept_spans(self, views: Sequence[SpanView], tenant: str) -> None:
         """Queue GenAI spans for mapping; raises :class:`Overloaded` if the buffers are full."""
         now = time.monotonic()
+        self.admit(tenant)
         with self._lock:
             self.counters["spans_received"] += len(views)
-            if len(self._pending) >= self.max_pending_spans:
-                raise Overloaded(f"{len(self._pending)} spans waiting to be mapped")
-            sender = self._senders.get(tenant)
-            if sender is None and len(self._senders) >= self.max_tenants:
-                # Each key gets a thread and a spool: random keys must not exhaust either.
-                raise Overloaded(f"more than {self.max_tenants} distinct PromptWall keys", retry_after_s=60)
-            if sender is not None and (len(sender._queue) >= self.max_queued_records or sender.spool_full()):
-                raise Overloaded("forwarding queue or spool full")
+            if tenant not in self._workers:
+                self._worker(tenant)
             for view in views:
                 self._remember_lineage(tenant, view)
                 span_class = classify(view).span_class
@@ -205,6 +192,7 @@ class ReceiverCore:
                 self._pending[key] = _Pending(view, tenant, now + self.correlation_wait_s, complete)
 
     def accept_logs(self, logs: Sequence[LogView], tenant: str) -> None:
+        self.admit(tenant)
         with self._lock:
             self.counters["logs_received"] += len(logs)
             for log in logs:
@@ -307,9 +295,10 @@ class ReceiverCore:
             except Exception:
                 self._log.log(logging.ERROR, "map", "receiver: mapping a batch failed", exc_info=True)
                 continue
-            if records and not self._sender(tenant).offer(records):
-                self.stats.add("dropped", len(records))
-                self._log.log(logging.ERROR, "full", "receiver: forwarding queue full, %d records dropped", len(records))
+            if records:
+                with self._lock:
+                    worker = self._worker(tenant)
+                worker.offer(self._encoder.many(records))
 
     def snapshot(self) -> Dict[str, int]:
         with self._lock:
@@ -323,5 +312,5 @@ class ReceiverCore:
         self._closed.set()
         self._flusher.join(1.0)
         self.flush(force=True)
-        for sender in list(self._senders.values()):
-            sender.close(timeout_s)
+        for worker in list(self._workers.values()):
+            worker.close(timeout_s)

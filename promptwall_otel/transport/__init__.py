@@ -1,7 +1,8 @@
-"""Delivery to ``/v1/events``: HTTP, retries, spool. Knows nothing about spans."""
+"""Delivery to ``/v1/events``: encoding, HTTP, the sending worker, the spool. Knows nothing about spans."""
 
-from .delivery import Delivery
+from .encoding import RecordEncoder
 from .http import EventsClient
-from .spool import Spool
+from .spool import MemorySpool, Spool
+from .worker import SendingWorker
 
-__all__ = ["Delivery", "EventsClient", "Spool"]
+__all__ = ["EventsClient", "MemorySpool", "RecordEncoder", "SendingWorker", "Spool"]

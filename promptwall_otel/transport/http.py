@@ -1,4 +1,4 @@
-"""One POST to ``/v1/events`` and what its answer means. No retries here: see :mod:`.delivery`."""
+"""One POST to ``/v1/events`` and what its answer means. No retries here: see :mod:`.worker`."""
 
 from __future__ import annotations
 
@@ -89,6 +89,15 @@ class EventsClient:
     def close(self) -> None:
         self._client.close()
 
+    def answers(self) -> Answer:
+        """Whether the backend is up and takes the key, without storing anything.
+
+        An empty batch is refused by the backend with 400 (so DELIVERED here
+        means: it answered, it is up), 401 if the key is wrong; a 5xx or no
+        answer means it is down. Used to tell a bad batch from a bad backend.
+        """
+        return self.post(b'{"events":[]}')
+
     def post(self, payload: bytes) -> Answer:
         # gzip level 1: most of the size gain for a fraction of the CPU of the default level.
         body = gzip.compress(payload, compresslevel=1) if self.compression == "gzip" else payload
@@ -97,7 +106,9 @@ class EventsClient:
         except httpx.TimeoutException as exc:
             return Answer(Verdict.RETRY, None, None, None, f"timeout ({type(exc).__name__})")
         except httpx.HTTPError as exc:
-            return Answer(Verdict.RETRY, None, None, None, f"connection error ({type(exc).__name__})")
+            return Answer(Verdict.RETRY, None, None, None, f"connection error ({type(exc).__name__}) at {self.endpoint}")
+        except RuntimeError:  # the pool was closed under an in-flight request (shutdown)
+            return Answer(Verdict.RETRY, None, None, None, "client closed")
         status = response.status_code
         try:
             parsed = response.json()

@@ -185,6 +185,25 @@ def partial_reject(indices: Iterable[int]) -> Fault:
     return _PartialReject(tuple(indices))
 
 
+@dataclass(frozen=True)
+class _Poison(Fault):
+    marker: bytes
+    name: ClassVar[str] = "poison"
+
+    def apply(self, exchange: "_Handler") -> None:
+        exchange.read_body()
+        raw = gzip.decompress(exchange.body) if exchange.gzipped else exchange.body
+        if self.marker in raw:
+            exchange.reset()  # as a backend that dies on this record would: no answer at all
+        else:
+            exchange.relay(exchange.call_upstream(exchange.body))
+
+
+def poison(marker: str) -> Fault:
+    """Reset every request whose body contains ``marker``; forward the others (use with ``always``)."""
+    return _Poison(marker.encode("utf-8"))
+
+
 def _events_of(payload: Any) -> Optional[List[Any]]:
     """The events of a ``/v1/events`` body (a lone event counts as one), or None if it is not one."""
     if isinstance(payload, dict) and "events" in payload:

@@ -275,14 +275,14 @@ def test_dev_command_runs_backend_and_receiver(tmp_path: Path) -> None:
 
 def test_full_downstream_spool_is_503(tmp_path: Path) -> None:
     """PromptWall is down and the spool is at its cap: the collector is told to back off."""
-    with Receiver("http://127.0.0.1:9", "127.0.0.1:0", None, correlation_wait_s=0.05, retry_window_s=0.2,
+    with Receiver("http://127.0.0.1:9", "127.0.0.1:0", None, correlation_wait_s=0.05,
                   spool_root=str(tmp_path)) as receiver:  # fmt: skip
         assert otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-before-full-01")).status_code == 200
         deadline = time.monotonic() + 10
         while receiver.core.stats.snapshot()["spooled"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        sender = next(iter(receiver.core._senders.values()))
-        sender.delivery.spool.max_bytes = sender.delivery.spool.size()  # the outage has filled it
+        worker = next(iter(receiver.core._workers.values()))
+        worker.store.max_bytes = worker.store.size()  # the outage has filled it
         time.sleep(1.1)
         response = otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-after-full-002"))
         assert response.status_code == 503 and "Retry-After" in response.headers

@@ -7,6 +7,7 @@ application thread never waits on the network; the key never shows up.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -65,22 +66,33 @@ def ids_of(events: List[Dict[str, Any]]) -> List[str]:
     return sorted(event["request_id"] for event in events)
 
 
-def test_503_storm_then_success_stores_each_record_once(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
+def wait_until(condition: Any, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_503_storm_then_recovery_without_new_traffic(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
     proxy.script(status(503), status(502), status(504), status(500))
     target = exporter(proxy.url, tmp_path)
     assert target.export(chat_spans(20)).name == "SUCCESS"
-    assert [r.outcome for r in proxy.requests] == [503, 502, 504, 500, 200]
-    assert len(stored_events(backend.url)) == 20
-    assert target.stats_snapshot()["retried"] == 4 * 20 and target.stats_snapshot()["exported"] == 20
+    assert wait_until(lambda: target.stats_snapshot()["exported"] == 20), "the worker must retry by itself"
+    stats = target.stats_snapshot()
+    assert stats["exported"] == 20 and stats["replayed"] == 20 and stats["spooled"] == 20
+    assert [r.outcome for r in proxy.requests][:4] == [503, 502, 504, 500]
+    assert ids_of(stored_events(backend.url)) == sorted(set(ids_of(stored_events(backend.url))))
 
 
 def test_429_retry_after_is_honoured(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
     proxy.script(status(429, retry_after="1"))
     exporter(proxy.url, tmp_path).export(chat_spans(3))
-    first, second = proxy.requests
+    assert wait_until(lambda: len(stored_events(backend.url)) == 3)
+    first, second = proxy.requests[:2]
     assert (first.outcome, second.outcome) == (429, 200)
     assert second.at - first.at >= 0.95
-    assert len(stored_events(backend.url)) == 3
 
 
 def test_timeout_after_commit_is_a_duplicate_not_a_double(backend: LocalBackend, proxy: FaultServer,
@@ -88,30 +100,34 @@ def test_timeout_after_commit_is_a_duplicate_not_a_double(backend: LocalBackend,
     proxy.script(slow(1.5))
     target = exporter(proxy.url, tmp_path, timeout=0.5)
     target.export(chat_spans(7))
+    assert wait_until(lambda: target.stats_snapshot()["duplicates"] == 7)
     assert len(stored_events(backend.url)) == 7
-    stats = target.stats_snapshot()
-    assert stats["duplicates"] == 7 and stats["exported"] == 0 and stats["retried"] == 7
+    assert target.stats_snapshot()["exported"] == 0
 
 
 def test_connection_reset_is_retried(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
     proxy.script(reset(), reset())
-    exporter(proxy.url, tmp_path).export(chat_spans(5))
-    assert [r.outcome for r in proxy.requests] == ["reset", "reset", 200]
+    target = exporter(proxy.url, tmp_path)
+    target.export(chat_spans(5))
+    assert wait_until(lambda: target.stats_snapshot()["exported"] == 5)
     assert len(stored_events(backend.url)) == 5
+    assert [r.outcome for r in proxy.requests][:2] == ["reset", "reset"]
+    assert target.stats_snapshot()["exported"] == 5
 
 
-def test_401_spools_loudly_without_the_key_then_replays(backend: LocalBackend, proxy: FaultServer, tmp_path: Path,
-                                                       caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_401_spools_loudly_without_the_key_then_a_flush_replays(backend: LocalBackend, proxy: FaultServer,
+                                                               tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     proxy.always(status(401))
     target = exporter(proxy.url, tmp_path)
     with caplog.at_level(logging.DEBUG):
         target.export(chat_spans(4))
-    assert len(proxy.requests) == 1, "an auth failure is not retried"
-    assert target.stats_snapshot()["spooled"] == 4 and stored_events(backend.url) == []
+        assert wait_until(lambda: target.stats_snapshot()["spooled"] == 4)
+        time.sleep(0.5)
+    assert len(proxy.requests) == 1, "an auth failure is not retried at once"
+    assert stored_events(backend.url) == []
     assert "PROMPTWALL_API_KEY" in caplog.text and API_KEY not in caplog.text and API_KEY not in repr(target)
     proxy.always(None)
-    target.delivery._unavailable_until = 0.0  # as if the pause after the auth failure had elapsed
-    target.replay_spool()
+    assert target.force_flush(10_000), "a flush tries the spool even during the pause after a refusal"
     assert len(stored_events(backend.url)) == 4 and target.stats_snapshot()["replayed"] == 4
 
 
@@ -121,23 +137,38 @@ def test_207_rejects_are_counted_and_logged_without_content(backend: LocalBacken
     target = exporter(proxy.url, tmp_path)
     with caplog.at_level(logging.WARNING, "promptwall_otel"):
         target.export(chat_spans(6))
+        assert target.force_flush(10_000)
     stats = target.stats_snapshot()
     assert stats["rejected"] == 2 and stats["exported"] == 4 and len(proxy.requests) == 1
     assert len(stored_events(backend.url)) == 4
     assert "[1]" in caplog.text and "[3]" in caplog.text and "4111" not in caplog.text
 
 
-def test_400_whole_batch_is_counted_not_retried(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
-    proxy.script(status(400, body={"ok": False, "error": "all events failed validation"}))
+def test_400_with_reasons_is_counted_not_retried(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
+    reasons = [{"index": i, "request_id": f"r{i}", "error": "invalid"} for i in range(3)]
+    proxy.script(status(400, body={"ok": False, "accepted": 0, "skipped": 0, "rejected": reasons, "total": 3}))
     target = exporter(proxy.url, tmp_path)
     target.export(chat_spans(3))
+    assert target.force_flush(10_000)
     assert len(proxy.requests) == 1 and target.stats_snapshot()["rejected"] == 3
     assert target.stats_snapshot()["spooled"] == 0
 
 
+def test_400_for_the_batch_as_a_whole_is_split_until_each_record_is_judged(backend: LocalBackend, proxy: FaultServer,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    proxy.always(status(400, body={"ok": False, "error": "too many events"}))
+    target = exporter(proxy.url, tmp_path)
+    target.export(chat_spans(3))
+    assert target.force_flush(10_000)
+    assert [r.events for r in proxy.requests] == [3, 1, 2, 1, 1]
+    assert target.stats_snapshot()["rejected"] == 3 and target.stats_snapshot()["spooled"] == 0
+
+
 def test_413_splits_the_batch(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
     proxy.script(status(413))
-    exporter(proxy.url, tmp_path).export(chat_spans(10))
+    target = exporter(proxy.url, tmp_path)
+    target.export(chat_spans(10))
+    assert target.force_flush(10_000)
     assert [r.events for r in proxy.requests] == [10, 5, 5]
     assert len(stored_events(backend.url)) == 10
 
@@ -146,26 +177,35 @@ def test_413_splits_the_batch(backend: LocalBackend, proxy: FaultServer, tmp_pat
 def test_compression_setting(backend: LocalBackend, tmp_path: Path, compression: str) -> None:
     target = exporter(backend.url, tmp_path, compression=compression)
     assert target.export(chat_spans(3)).name == "SUCCESS"
+    assert target.force_flush(10_000)
     assert target.stats_snapshot()["exported"] == 3 and len(stored_events(backend.url)) == 3
 
 
 def test_requests_respect_the_byte_budget(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
-    exporter(proxy.url, tmp_path, max_batch_bytes=4096).export(chat_spans(12))
+    target = exporter(proxy.url, tmp_path, max_batch_bytes=4096)
+    target.export(chat_spans(12))
+    assert target.force_flush(10_000)
     sizes = [r.events for r in proxy.requests]
     assert sum(sizes) == 12 and len(sizes) > 1
     assert len(stored_events(backend.url)) == 12
 
 
-def test_missing_key_errors_at_first_export_and_keeps_records(proxy: FaultServer, tmp_path: Path,
-                                                             caplog: pytest.LogCaptureFixture,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_missing_key_keeps_records_until_a_key_is_set(backend: LocalBackend, proxy: FaultServer, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.delenv("PROMPTWALL_API_KEY", raising=False)
+    spool_dir = str(tmp_path / "spool")
     with caplog.at_level(logging.ERROR, "promptwall_otel"):
-        target = PromptWallSpanExporter(base_url=proxy.url, spool_dir=str(tmp_path / "spool"))
+        target = PromptWallSpanExporter(base_url=proxy.url, spool_dir=spool_dir)
         assert caplog.text == "", "no error at construction"
         target.export(chat_spans(2))
+        assert wait_until(lambda: target.stats_snapshot()["spooled"] == 2)
     assert "PROMPTWALL_API_KEY" in caplog.text and proxy.requests == []
-    assert target.stats_snapshot()["spooled"] == 2
+    assert not target.force_flush(1000), "nothing can be delivered without a key"
+    target.shutdown()
+    keyed = PromptWallSpanExporter(api_key=API_KEY, base_url=proxy.url, spool_dir=spool_dir)
+    assert keyed.force_flush(10_000)
+    assert len(stored_events(backend.url)) == 2 and keyed.stats_snapshot()["replayed"] == 2
 
 
 def test_outage_never_blocks_the_application_thread(backend: LocalBackend, proxy: FaultServer, tmp_path: Path) -> None:
@@ -210,15 +250,14 @@ def test_process_exits_within_the_shutdown_bound_and_keeps_the_batch(backend: Lo
                                                                     tmp_path: Path) -> None:  # fmt: skip
     proxy.always(slow(60, then_forward=False))
     env = {"PROMPTWALL_API_KEY": API_KEY, "PROMPTWALL_BASE_URL": proxy.url, "PROMPTWALL_SPOOL_DIR": str(tmp_path),
-           "PATH": "/usr/bin:/bin"}  # fmt: skip
+           "PATH": "/usr/bin:/bin", **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {})}
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", EXIT_APP], env=env, capture_output=True, text=True, timeout=60)
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert elapsed < 15, f"exit took {elapsed:.1f}s"
     proxy.always(None)
-    target = exporter(proxy.url, tmp_path, spool_dir=str(tmp_path))
-    target.replay_spool()
+    assert exporter(proxy.url, tmp_path, spool_dir=str(tmp_path)).force_flush(10_000)
     assert len(stored_events(backend.url)) == 5
 
 
@@ -237,31 +276,25 @@ def test_next_batch_is_mapped_while_a_request_is_in_flight(backend: LocalBackend
     proxy.script(slow(1.5))
     processor = PromptWallSpanProcessor(exporter(proxy.url, tmp_path), schedule_delay_millis=20, max_export_batch_size=5)
     mapped_at: List[float] = []
-    sent_at: List[float] = []
-    encode_spans, send = processor.exporter.encode_spans, processor.exporter.send
+    encode_spans = processor.exporter.encode_spans
 
     def observed_encode(spans: Any) -> List[bytes]:  # observation only: the real mapping and sending run
         lines = encode_spans(spans)
         mapped_at.append(time.monotonic())
         return lines
 
-    def observed_send(lines: List[bytes], deadline: float) -> bool:
-        ok = send(lines, deadline)
-        sent_at.append(time.monotonic())
-        return ok
-
     processor.exporter.encode_spans = observed_encode  # type: ignore[method-assign]
-    processor._sender._send = observed_send
     provider = TracerProvider()
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("app")
     run = uuid.uuid4().hex[:8]
     chat_burst(tracer, 5, run + "a")
-    assert _wait(lambda: len(mapped_at) == 1)
+    assert proxy.wait_for_requests(1, 5)
+    first_request_at = time.monotonic()
     chat_burst(tracer, 5, run + "b")
+    assert wait_until(lambda: len(mapped_at) == 2, 5)
+    assert mapped_at[1] < first_request_at + 1.0, "batch 2 was mapped only after batch 1's answer"
     assert processor.force_flush(10_000)
-    assert len(mapped_at) == 2 and len(sent_at) == 2
-    assert mapped_at[1] < sent_at[0], "batch 2 was mapped only after batch 1's answer"
     assert len([e for e in stored_events(backend.url) if run in e["metadata"]["gen_ai"]["response_id"]]) == 10
     provider.shutdown()
 
@@ -275,19 +308,10 @@ def test_shutdown_spools_the_request_in_flight_and_the_batch_behind_it(backend: 
     provider.add_span_processor(processor)
     run = uuid.uuid4().hex[:8]
     chat_burst(provider.get_tracer("app"), 15, run)
-    assert _wait(lambda: processor._sender.busy)
+    assert proxy.wait_for_requests(1, 5) or wait_until(lambda: processor.exporter.worker._busy, 5)
     started = time.monotonic()
     provider.shutdown()
     assert time.monotonic() - started < 8
     proxy.always(None)
-    exporter(proxy.url, tmp_path).replay_spool()
+    assert exporter(proxy.url, tmp_path).force_flush(10_000)
     assert len([e for e in stored_events(backend.url) if run in e["metadata"]["gen_ai"]["response_id"]]) == 15
-
-
-def _wait(condition: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
