@@ -15,55 +15,90 @@ import httpx
 
 from . import config
 from .backend.process import READY_PREFIX
+from .backend.server import DEFAULT_PORT
 
 RECEIVER_READY_PREFIX = "promptwall-otel receiver listening on "
-from .backend.server import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, DEFAULT_PORT
-
 _DEFAULT_LOCAL_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 _DEV_KEY = "local-dev"
+_SERVER_EXTRA = "the servers need the 'server' extra: pip install 'promptwall-otel[server]'"
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from .backend.server import BackendConfig, BackendServer
+def _limits(args: argparse.Namespace) -> Any:
+    from .webserver import Limits
 
-    keys = frozenset(args.api_key or ()) or config.local_keys()
+    defaults = Limits()
+    return Limits(
+        max_body_bytes=args.max_body_bytes or defaults.max_body_bytes,
+        max_decompressed_bytes=args.max_decompressed_bytes or defaults.max_decompressed_bytes,
+        budget_bytes=args.memory_budget_bytes or defaults.budget_bytes,
+        max_concurrent_requests=args.max_concurrent_requests or defaults.max_concurrent_requests,
+        header_timeout_s=args.header_timeout or defaults.header_timeout_s,
+        body_timeout_s=args.body_timeout or defaults.body_timeout_s,
+        idle_timeout_s=args.idle_timeout or defaults.idle_timeout_s,
+    )
+
+
+def _require_server_extra() -> None:
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise SystemExit(_SERVER_EXTRA) from None
+
+
+def _db_path(args: argparse.Namespace) -> str:
     db = args.db or config.default_db_path()
     if db != ":memory:":
         Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    server = BackendServer(
-        BackendConfig(
-            host=args.host,
-            port=args.port,
-            db=db,
-            api_keys=keys,
-            max_body_bytes=args.max_body_bytes,
-            max_decompressed_bytes=args.max_decompressed_bytes,
-        )
-    )
+    return db
+
+
+def _backend(args: argparse.Namespace, port: int, anonymous_key: Optional[str] = None) -> Any:
+    from .backend.apps import ADMIN, load_keys
+    from .backend.server import BackendConfig, BackendServer
+
+    keys = load_keys(getattr(args, "api_key", None) or (), args.keys_file)
+    if getattr(args, "api_key", None):
+        logging.getLogger("promptwall_otel.backend").warning(
+            "--api-key shows keys in the process list; prefer %s or --keys-file", config.ENV_LOCAL_KEYS)
+    server = BackendServer(BackendConfig(host=args.host, port=port, db=_db_path(args), api_keys=keys,
+                                         anonymous_key=anonymous_key, limits=_limits(args)))  # fmt: skip
     log = logging.getLogger("promptwall_otel.backend")
-    if keys:
-        log.warning("accepting %d configured API key(s)", len(keys))
+    apps = sum(1 for name in keys.values() if name != ADMIN)
+    if apps:
+        log.warning("accepting %d configured API key(s), one App each%s", apps,
+                    " and an admin key" if apps < len(keys) else "")  # fmt: skip
     else:
-        log.warning("no API keys configured (--api-key or %s): accepting any non-empty key", config.ENV_LOCAL_KEYS)
-    log.warning("storing events in %s", db)
-    # Stop cleanly on SIGTERM too; shutdown() must come from another thread.
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+        log.warning("no API keys configured (%s, --keys-file): any non-empty key is accepted as an App of its own",
+                    config.ENV_LOCAL_KEYS)  # fmt: skip
+    if anonymous_key:
+        log.warning("dev: apps that send no API key are accepted too, as App 'anonymous'")
+    log.warning("storing events in %s", server.store.path)
+    return server
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _require_server_extra()
+    server = _backend(args, args.port).start()
     print(READY_PREFIX + server.url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        server.serve_forever(poll_interval=0.2)
+        while not stop.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.stop()
     return 0
 
 
 def _receive(args: argparse.Namespace) -> int:
     forward_to = args.forward_to or config.env_str(config.ENV_BASE_URL) or config.DEFAULT_BASE_URL
-    return _run_receiver(args, forward_to)
+    return _run_receiver(args, forward_to, api_key=args.api_key or config.env_str(config.ENV_API_KEY))
 
 
-def _run_receiver(args: argparse.Namespace, forward_to: str, backend: Optional[Any] = None) -> int:
+def _run_receiver(args: argparse.Namespace, forward_to: str, api_key: Optional[str], backend: Optional[Any] = None) -> int:
+    _require_server_extra()
     from .receiver.app import Receiver
 
     tokens = list(args.receiver_token or ()) + [t for t in (config.env_str("PROMPTWALL_RECEIVER_TOKENS") or "").split(",") if t]
@@ -71,12 +106,13 @@ def _run_receiver(args: argparse.Namespace, forward_to: str, backend: Optional[A
         forward_to,
         args.http,
         None if args.grpc in ("", "none", "off") else args.grpc,
-        api_key=args.api_key or config.env_str(config.ENV_API_KEY),
+        api_key=api_key,
         pass_through=not args.no_pass_through,
         tokens=tokens,
         correlation_wait_s=args.correlation_wait,
         spool_root=args.spool_dir,
         mapping=config.mapping_options(mode=args.mode),
+        limits=_limits(args),
     ).start()
     grpc_text = f"127.0.0.1:{receiver.grpc_port}" if receiver.grpc_port else "off"
     print(f"{RECEIVER_READY_PREFIX}http={receiver.http_url} grpc={grpc_text} forwarding to {receiver.core.endpoint}",
@@ -84,27 +120,24 @@ def _run_receiver(args: argparse.Namespace, forward_to: str, backend: Optional[A
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        stop.wait()
+        while not stop.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
         receiver.stop()
         if backend is not None:
-            backend.shutdown()
-            backend.server_close()
+            backend.stop()
     return 0
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from .backend.server import BackendConfig, BackendServer
-
-    db = args.db or config.default_db_path()
-    if db != ":memory:":
-        Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    backend = BackendServer(BackendConfig(host="127.0.0.1", port=args.backend_port, db=db))
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    _require_server_extra()
+    args.host = "127.0.0.1"
+    backend = _backend(args, args.backend_port, anonymous_key=_DEV_KEY).start()
     print(READY_PREFIX + backend.url, flush=True)
-    return _run_receiver(args, backend.url, backend)
+    # Apps that send no key reach the backend with the dev key, which it files under App "anonymous".
+    return _run_receiver(args, backend.url, args.api_key or config.env_str(config.ENV_API_KEY) or _DEV_KEY, backend)
 
 
 def _get(args: argparse.Namespace, route: str, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -184,6 +217,17 @@ def _sessions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_limit_args(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("limits (defaults in docs/backend.md, docs/receiver.md)")
+    group.add_argument("--max-body-bytes", type=int, help="largest request body as sent")
+    group.add_argument("--max-decompressed-bytes", type=int, help="largest request body once decompressed")
+    group.add_argument("--memory-budget-bytes", type=int, help="request bodies held at once, all requests together")
+    group.add_argument("--max-concurrent-requests", type=int, help="requests handled at once (more wait 1 s, then 503)")
+    group.add_argument("--header-timeout", type=float, help="seconds a connection has to send its request headers")
+    group.add_argument("--body-timeout", type=float, help="seconds a request has to send its body")
+    group.add_argument("--idle-timeout", type=float, help="seconds a kept-alive connection may idle")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptwall-otel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -192,9 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
     serve.add_argument("--db", help=f"SQLite file or :memory: (default: ${config.ENV_LOCAL_DB} or the user data dir)")
-    serve.add_argument("--api-key", action="append", help=f"accepted key, repeatable (or ${config.ENV_LOCAL_KEYS})")
-    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
-    serve.add_argument("--max-decompressed-bytes", type=int, default=DEFAULT_MAX_DECOMPRESSED_BYTES)
+    serve.add_argument("--api-key", action="append",
+                       help=f"accepted key, repeatable; visible in ps: prefer ${config.ENV_LOCAL_KEYS} or --keys-file")
+    serve.add_argument("--keys-file", help="file of 'app-name key' lines, one App each ('@admin key': reads all Apps)")
+    _add_limit_args(serve)
     serve.set_defaults(run=_serve)
 
     for name, run, help_text in (
@@ -209,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             command.add_argument("--backend-port", type=int, default=DEFAULT_PORT)
             command.add_argument("--db", help="SQLite file of the local backend, or :memory:")
+            command.add_argument("--keys-file", help="the local backend's keys file (see serve)")
         command.add_argument("--api-key", help=f"PromptWall key for callers that send none (default ${config.ENV_API_KEY})")
         command.add_argument("--no-pass-through", action="store_true",
                              help="ignore callers' X-API-Key / Authorization; always use --api-key")
@@ -219,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--spool-dir", help="where undeliverable records wait (default: user cache dir)")
         command.add_argument("--mode", default="vendor", choices=["vendor", "sdk", "ingest"],
                              help="the events' mode (default vendor: from someone else's pipeline)")
+        _add_limit_args(command)
         command.set_defaults(run=run)
 
     for name, run, help_text in (

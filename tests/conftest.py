@@ -74,7 +74,7 @@ def run_app(mode: str, env: Dict[str, str], *args: str, timeout: float = 120) ->
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def stored_events(url: str, **params: Any) -> List[Dict[str, Any]]:
-    response = httpx.get(url + "/api/console/requests", params={"limit": 1000, **params}, headers={"X-API-Key": API_KEY})
+def stored_events(url: str, key: str = API_KEY, **params: Any) -> List[Dict[str, Any]]:
+    response = httpx.get(url + "/api/console/requests", params={"limit": 1000, **params}, headers={"X-API-Key": key})
     assert response.status_code == 200, response.text
     return list(reversed(response.json()["requests"]))  # oldest first

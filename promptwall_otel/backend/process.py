@@ -1,7 +1,8 @@
 """Run the local backend as a child process: for the demo, the tests and the console.
 
 A real process on a real port, so that whoever drives it exercises exactly
-what a user runs with ``promptwall-otel serve``.
+what a user runs with ``promptwall-otel serve``. Keys reach the child through
+its environment, never its command line (which any user can read in ``ps``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class LocalBackend:
         self,
         db: str = ":memory:",
         api_keys: Sequence[str] = (),
+        admin_key: Optional[str] = None,
         port: int = 0,
         host: str = "127.0.0.1",
         extra_args: Sequence[str] = (),
@@ -32,6 +34,7 @@ class LocalBackend:
     ) -> None:
         self.db = db
         self.api_keys = list(api_keys)
+        self.admin_key = admin_key
         self.port = port
         self.host = host
         self.extra_args = list(extra_args)
@@ -46,9 +49,9 @@ class LocalBackend:
     def start(self) -> "LocalBackend":
         command = [sys.executable, "-m", "promptwall_otel", "serve", "--host", self.host,
                    "--port", str(self.port), "--db", self.db, *self.extra_args]  # fmt: skip
-        for key in self.api_keys:
-            command += ["--api-key", key]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PROMPTWALL_LOCAL_KEYS=",".join(self.api_keys),
+                   PROMPTWALL_LOCAL_ADMIN_KEY=self.admin_key or "")  # fmt: skip
+        env.pop("PROMPTWALL_LOCAL_KEYS_FILE", None)
         self._process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )

@@ -1,8 +1,13 @@
-"""The local PromptWall-compatible backend: ``POST /v1/events`` and the console reads.
+"""The local PromptWall-compatible backend: ``POST /v1/events`` and the console reads, per App.
 
 It follows the ``/v1/events`` reference to the letter (statuses 200/207/400/401
 and their bodies, idempotent ``request_id``, the documented defaults) so that
 what works against it works against PromptWall, and tests can hit a real server.
+
+Invariants: every request is answered (see ``promptwall_otel.webserver``);
+an event is stored only if the store can hold it and give it back
+(``checks.storage_errors``); every read is scoped to the caller's App
+(``apps``); a reply never exceeds ``store.MAX_PAGE_BYTES`` of events.
 """
 
 from __future__ import annotations
@@ -10,60 +15,71 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, List, Optional
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+from urllib.parse import parse_qsl, unquote
 
-from .._httpserver import HttpError, JsonHandler, QuietServer, api_key_from, key_fingerprint
+import orjson
+
 from ..record import MAX_BATCH, apply_defaults, validate_event
-from .store import EventStore
+from ..serving import HttpError, api_key_from
+from ..webserver import HttpService, Limits, Request, Response, ServerThread, json_response
+from .apps import Apps, Caller
+from .checks import NonFinite, storage_errors
+from .store import BadCursor, EventStore, json_path
 
 logger = logging.getLogger("promptwall_otel.backend")
 
 DEFAULT_PORT = 8787
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
+DEFAULT_LIMITS = Limits()
 _JSON_TYPES = ("application/json",)
 _CONSOLE_LIMIT_MAX = 1000
 
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """How the backend listens and whom it lets in (``api_keys`` empty: any non-empty key)."""
+    """How the backend listens and whom it lets in.
+
+    ``api_keys`` maps each key to its App name (empty: any non-empty key is
+    an App of its own); with ``anonymous_key`` set, requests without a key,
+    and with that key, are App ``anonymous`` (the ``dev`` command).
+    """
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     db: str = ":memory:"
-    api_keys: FrozenSet[str] = field(default_factory=frozenset)
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
+    api_keys: Mapping[str, str] = field(default_factory=dict)
+    anonymous_key: Optional[str] = None
+    limits: Limits = DEFAULT_LIMITS
 
     def __repr__(self) -> str:  # keys never reach a repr
         return (
             f"BackendConfig(host={self.host!r}, port={self.port}, db={self.db!r}, "
-            f"api_keys=<{len(self.api_keys)} configured>)"
+            f"api_keys=<{len(self.api_keys)} configured>, anonymous={bool(self.anonymous_key)})"
         )
 
 
-class BackendServer(QuietServer):
-    """A threading HTTP server that owns its :class:`EventStore`."""
+def parse_body(data: bytes) -> Any:
+    """The JSON body; HttpError(400) if it is not JSON.
 
-    def __init__(self, config: BackendConfig, store: Optional[EventStore] = None) -> None:
-        self.config = config
-        self.store = store or EventStore(config.db)
-        super().__init__((config.host, config.port), _BackendHandler)
+    orjson first (fast, strict); whatever it refuses is parsed again by the
+    standard library, which takes ``NaN``/``Infinity``, lone surrogates and
+    big integers, so that such values become a reason on their event rather
+    than a refusal of the whole batch.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(data, parse_constant=NonFinite)
+    except RecursionError:
+        raise HttpError(400, "malformed JSON: nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HttpError(400, f"malformed JSON: {exc}") from None
 
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
 
-    def server_close(self) -> None:
-        super().server_close()
-        self.store.close()
-
-
-def ingest(store: EventStore, payload: Any, key_fp: Optional[str] = None) -> tuple[int, Dict[str, Any]]:
-    """Apply ``POST /v1/events`` semantics to a parsed body: (HTTP status, response body).
+def ingest(store: EventStore, payload: Any, app: str) -> Tuple[int, Dict[str, Any]]:
+    """Apply ``POST /v1/events`` semantics to a parsed body for one App: (HTTP status, response body).
 
     Validation happens for the whole request before anything is written, and
     the valid events are written in one transaction.
@@ -82,14 +98,16 @@ def ingest(store: EventStore, payload: Any, key_fp: Optional[str] = None) -> tup
     rejected: List[Dict[str, Any]] = []
     valid: List[Dict[str, Any]] = []
     for index, event in enumerate(events):
-        errors = validate_event(event)
+        errors = storage_errors(event) or validate_event(event)
         if errors:
             request_id = event.get("request_id") if isinstance(event, dict) else None
+            if not _replyable(request_id):
+                request_id = None
             rejected.append({"index": index, "request_id": request_id, "error": "; ".join(errors)})
         else:
             valid.append(apply_defaults(event))
 
-    outcomes = store.insert(valid, key_fp) if valid else []
+    outcomes = store.insert(valid, app) if valid else []
     accepted = sum(outcomes)
     body = {
         "ok": not rejected,
@@ -103,78 +121,108 @@ def ingest(store: EventStore, payload: Any, key_fp: Optional[str] = None) -> tup
     return (207 if valid else 400), body
 
 
-class _BackendHandler(JsonHandler):
-    server: BackendServer
-
-    def _authorize(self) -> str:
-        key = api_key_from(self.headers)
-        if key is None:
-            raise HttpError(401, "missing API key: send X-API-Key or Authorization: Bearer")
-        allowed = self.server.config.api_keys
-        if allowed and key not in allowed:
-            raise HttpError(401, "invalid API key")
-        return key
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+def _replyable(value: Any) -> bool:
+    """Whether a rejected event's request_id can be echoed back in JSON as it came."""
+    if value is None or isinstance(value, (bool, int)):
+        return value is None or isinstance(value, bool) or abs(value) < 2**63
+    if isinstance(value, float):
+        return value == value and abs(value) != float("inf")
+    if isinstance(value, str):
         try:
-            if urlsplit(self.path).path.rstrip("/") != "/v1/events":
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return len(value) <= 1024
+    return False
+
+
+class BackendService(HttpService):
+    """The backend's ASGI application over one :class:`EventStore`."""
+
+    def __init__(self, config: BackendConfig, store: Optional[EventStore] = None) -> None:
+        super().__init__(config.limits)
+        self.config = config
+        self.store = store or EventStore(config.db)
+        self.apps = Apps(config.api_keys, self.store.salt(), anonymous_key=config.anonymous_key)
+
+    def close(self) -> None:
+        super().close()
+        self.store.close()
+
+    def _caller(self, request: Request) -> Caller:
+        return self.apps.caller(api_key_from(request.headers))
+
+    async def handle(self, request: Request) -> Response:
+        path = request.path
+        if request.method == "POST":
+            if path != "/v1/events":
                 raise HttpError(404, "not found")
-            key = self._authorize()
-            config = self.server.config
-            data, _ = self.read_body(config.max_body_bytes, config.max_decompressed_bytes, _JSON_TYPES)
-            try:
-                payload = json.loads(data)
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise HttpError(400, f"malformed JSON: {exc}") from None
-            status, body = ingest(self.server.store, payload, key_fingerprint(key))
-            self.send_json(status, body)
-        except HttpError as error:
-            self.send_error_json(error)
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        try:
-            url = urlsplit(self.path)
-            path = url.path.rstrip("/")
+            caller = self._caller(request)
+            if caller.is_admin:
+                raise HttpError(403, "the admin key reads every App; send events with an App's key")
+            data, _ = await request.body(_JSON_TYPES)
+            status, body = await self.run(self._ingest, data, caller.app)
+            return Response(status, body)
+        if request.method in ("GET", "HEAD"):
             if path == "/healthz":
-                self.send_json(200, {"ok": True})
-                return
+                return json_response(200, {"ok": True})
             if not path.startswith("/api/console/"):
                 raise HttpError(404, "not found")
-            self._authorize()
-            self.send_json(200, self._console(path[len("/api/console/"):], dict(parse_qsl(url.query))))
-        except HttpError as error:
-            self.send_error_json(error)
+            caller = self._caller(request)
+            query = dict(parse_qsl(request.query_string.decode("latin-1"), errors="replace"))
+            route = unquote(request.raw_path.decode("latin-1"), errors="replace").rstrip("/")[len("/api/console/"):]
+            return await self.run(self._console, route, query, caller)
+        raise HttpError(405, f"method {request.method} not allowed")
 
-    def _console(self, route: str, query: Dict[str, str]) -> Dict[str, Any]:
-        store = self.server.store
+    def _ingest(self, data: bytes, app: str) -> Tuple[int, bytes]:
+        status, body = ingest(self.store, parse_body(data), app)
+        return status, orjson.dumps(body)
+
+    def _console(self, route: str, query: Dict[str, str], caller: Caller) -> Response:
+        store = self.store
+        app = caller.app
         limit = _limit(query.get("limit"))
-        if route == "requests":
-            metadata = {k[len("metadata."):]: v for k, v in query.items() if k.startswith("metadata.")}
-            requests = store.recent(
-                limit,
-                session_id=query.get("session_id"),
-                end_user_id=query.get("end_user_id"),
-                model=query.get("model"),
-                metadata=metadata,
-            )
-            return {"requests": requests, "count": len(requests)}
-        if route == "sessions":
-            sessions = store.sessions(limit)
-            return {"sessions": sessions, "count": len(sessions)}
-        if route.startswith("sessions/"):
-            session_id = unquote(route[len("sessions/"):])
-            turns = store.session(session_id)
-            if not turns:
-                raise HttpError(404, f"no session {session_id!r}")
-            return {"session_id": session_id, "turns": turns, "count": len(turns)}
-        if route == "billing":
-            return store.billing()
+        cursor = query.get("cursor") or None
+        try:
+            if route == "requests":
+                metadata = {k[len("metadata."):]: v for k, v in query.items() if k.startswith("metadata.")}
+                for key in metadata:
+                    try:
+                        json_path(key)
+                    except ValueError as exc:
+                        raise HttpError(400, str(exc)) from None
+                requests, next_cursor = store.recent(
+                    app, limit, cursor, session_id=query.get("session_id"), end_user_id=query.get("end_user_id"),
+                    model=query.get("model"), metadata=metadata,
+                )  # fmt: skip
+                return json_response(200, _page({"requests": requests, "count": len(requests)}, next_cursor))
+            if route == "sessions":
+                sessions = store.sessions(app, limit)
+                return json_response(200, {"sessions": sessions, "count": len(sessions)})
+            if route.startswith("sessions/"):
+                session_id = route[len("sessions/"):]
+                turns, next_cursor = store.session(app, session_id, _limit(query.get("limit"), 1000), cursor)
+                if not turns and cursor is None:
+                    raise HttpError(404, "no such session")
+                return json_response(200, _page({"session_id": session_id, "turns": turns, "count": len(turns)},
+                                                next_cursor))  # fmt: skip
+            if route == "billing":
+                return json_response(200, store.billing(app))
+        except BadCursor:
+            raise HttpError(400, "invalid cursor") from None
         raise HttpError(404, "not found")
 
 
-def _limit(raw: Optional[str]) -> int:
+def _page(body: Dict[str, Any], next_cursor: Optional[str]) -> Dict[str, Any]:
+    """``next_cursor`` appears only when there is a next page: pass it back as ``cursor`` to read on."""
+    if next_cursor is not None:
+        body["next_cursor"] = next_cursor
+    return body
+
+
+def _limit(raw: Optional[str], default: int = 50) -> int:
     if raw is None:
-        return 50
+        return default
     try:
         value = int(raw)
     except ValueError:
@@ -182,3 +230,36 @@ def _limit(raw: Optional[str]) -> int:
     if not 1 <= value <= _CONSOLE_LIMIT_MAX:
         raise HttpError(400, f"limit must be in 1..{_CONSOLE_LIMIT_MAX}")
     return value
+
+
+class BackendServer:
+    """The backend on a real socket: ``start()``, ``url``, ``stop()``; a context manager too."""
+
+    def __init__(self, config: BackendConfig, store: Optional[EventStore] = None) -> None:
+        self.config = config
+        self.service = BackendService(config, store)
+        self._thread = ServerThread(self.service, config.host, config.port, name="backend")
+
+    @property
+    def url(self) -> str:
+        return self._thread.url
+
+    @property
+    def store(self) -> EventStore:
+        return self.service.store
+
+    def start(self) -> "BackendServer":
+        self._thread.start()
+        return self
+
+    def wait(self) -> None:
+        self._thread.wait()
+
+    def stop(self) -> None:
+        self._thread.stop()
+
+    def __enter__(self) -> "BackendServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,17 +1,26 @@
-"""SQLite storage of the local backend: idempotent writes, the console's reads.
+"""SQLite storage of the local backend: idempotent writes, the console's reads, per App.
 
 One connection behind one lock: SQLite serialises writers anyway, the lock
 makes ``:memory:`` databases shareable across request threads, and every
 write is committed before the HTTP response leaves.
+
+Invariants: every row belongs to one App, ``request_id`` is unique within
+its App (not across Apps), and every read names the App it reads (``None``
+only for the admin, who reads all). Sums use ``TOTAL()``, which cannot
+overflow. Reads are bounded in rows and in bytes (:data:`MAX_PAGE_BYTES`),
+and pages continue from an opaque cursor.
 """
 
 from __future__ import annotations
 
-import json
+import base64
+import os
 import sqlite3
 import threading
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import orjson
 
 from ..record import format_timestamp
 
@@ -27,28 +36,38 @@ _SCALAR_COLUMNS = (
 )  # fmt: skip
 _JSON_COLUMNS = ("metadata", "policy_hits", "spans")
 
+MAX_PAGE_BYTES = 8 * 1024 * 1024
+"""A read stops adding events once its reply passes this size (one event always fits: see checks.py)."""
+
+# ``app_events``, not ``events``: a database written before Apps existed keeps its old table untouched.
 _SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE IF NOT EXISTS app_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    request_id TEXT NOT NULL UNIQUE,
+    app TEXT NOT NULL,
+    request_id TEXT NOT NULL,
     received_at TEXT NOT NULL,
-    key_fingerprint TEXT,
     {", ".join(f"{name} {'INTEGER' if name.endswith(('_tokens', '_ms')) else 'REAL' if name in ('cost_usd', 'risk_score') else 'TEXT'}" for name in _SCALAR_COLUMNS)},
-    {", ".join(f"{name} TEXT" for name in _JSON_COLUMNS)}
+    {", ".join(f"{name} TEXT" for name in _JSON_COLUMNS)},
+    UNIQUE (app, request_id)
 );
-CREATE INDEX IF NOT EXISTS events_started ON events (started_at);
-CREATE INDEX IF NOT EXISTS events_session ON events (session_id, started_at);
-CREATE INDEX IF NOT EXISTS events_user ON events (end_user_id);
-CREATE INDEX IF NOT EXISTS events_model ON events (model);
+CREATE INDEX IF NOT EXISTS app_events_started ON app_events (app, started_at, seq);
+CREATE INDEX IF NOT EXISTS app_events_session ON app_events (app, session_id, started_at);
+CREATE INDEX IF NOT EXISTS app_events_user ON app_events (app, end_user_id);
+CREATE INDEX IF NOT EXISTS app_events_model ON app_events (app, model);
+CREATE TABLE IF NOT EXISTS backend_meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
 _INSERT = (
-    "INSERT OR IGNORE INTO events (request_id, received_at, key_fingerprint, "
+    "INSERT OR IGNORE INTO app_events (app, request_id, received_at, "
     + ", ".join(_SCALAR_COLUMNS + _JSON_COLUMNS)
     + ") VALUES ("
     + ", ".join("?" * (3 + len(_SCALAR_COLUMNS) + len(_JSON_COLUMNS)))
     + ")"
 )
+
+
+class BadCursor(ValueError):
+    """A page cursor this store did not hand out."""
 
 
 class EventStore:
@@ -66,12 +85,21 @@ class EventStore:
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(_SCHEMA)
 
+    def salt(self) -> bytes:
+        """This database's secret for App labels: made once, kept with the data it labels."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM backend_meta WHERE name = 'app_salt'").fetchone()
+            if row is None:
+                self._conn.execute("INSERT INTO backend_meta VALUES ('app_salt', ?)", (os.urandom(32),))
+                row = self._conn.execute("SELECT value FROM backend_meta WHERE name = 'app_salt'").fetchone()
+            return bytes(row[0])
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
-    def insert(self, events: Sequence[Mapping[str, Any]], key_fingerprint: Optional[str] = None) -> List[bool]:
-        """Store events in one transaction; per event True if new, False if its id was already stored."""
+    def insert(self, events: Sequence[Mapping[str, Any]], app: str) -> List[bool]:
+        """Store ``app``'s events in one transaction; per event True if new, False if its id was already stored."""
         received_at = format_timestamp(datetime.now(timezone.utc))
         outcomes: List[bool] = []
         with self._lock:
@@ -79,9 +107,9 @@ class EventStore:
             try:
                 for event in events:
                     row = (
+                        app,
                         event["request_id"],
                         received_at,
-                        key_fingerprint,
                         *(event.get(name) for name in _SCALAR_COLUMNS),
                         *(_dump(event.get(name)) for name in _JSON_COLUMNS),
                     )
@@ -98,65 +126,105 @@ class EventStore:
 
     def recent(
         self,
+        app: Optional[str],
         limit: int = 50,
+        cursor: Optional[str] = None,
         session_id: Optional[str] = None,
         end_user_id: Optional[str] = None,
         model: Optional[str] = None,
         metadata: Optional[Mapping[str, str]] = None,
-    ) -> List[Dict[str, Any]]:
-        """Newest first; ``metadata`` filters on top-level metadata keys, compared as text."""
-        where: List[str] = []
-        params: List[Any] = []
+    ) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+        """Newest first, one page, and the cursor of the next (None at the end).
+
+        ``metadata`` filters on top-level metadata keys, compared as text;
+        each key must be a valid JSON path label (:func:`json_path`).
+        """
+        where, params = _scope(app)
         for column, value in (("session_id", session_id), ("end_user_id", end_user_id), ("model", model)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
         for key, value in (metadata or {}).items():
             where.append("CAST(json_extract(metadata, ?) AS TEXT) = ?")
-            params.extend((_json_path(key), value))
-        sql = "SELECT * FROM events"
+            params.extend((json_path(key), value))
+        if cursor is not None:
+            started_at, seq = _decode_cursor(cursor)
+            where.append("(started_at < ? OR (started_at = ? AND seq < ?))")
+            params.extend((started_at, started_at, seq))
+        sql = "SELECT * FROM app_events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC, seq DESC LIMIT ?"
-        params.append(limit)
-        return [_event_from_row(row) for row in self._query(sql, params)]
+        params.append(limit + 1)
+        return self._page(sql, params, limit)
 
-    def sessions(self, limit: int = 50) -> List[Dict[str, Any]]:
+    def session(
+        self, app: Optional[str], session_id: str, limit: int = 1000, cursor: Optional[str] = None
+    ) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+        """The turns of one conversation in the order they happened, for replay, one page at a time."""
+        where, params = _scope(app)
+        where.append("session_id = ?")
+        params.append(session_id)
+        if cursor is not None:
+            started_at, seq = _decode_cursor(cursor)
+            where.append("(started_at > ? OR (started_at = ? AND seq > ?))")
+            params.extend((started_at, started_at, seq))
+        sql = f"SELECT * FROM app_events WHERE {' AND '.join(where)} ORDER BY started_at ASC, seq ASC LIMIT ?"
+        params.append(limit + 1)
+        return self._page(sql, params, limit)
+
+    def _page(self, sql: str, params: List[Any], limit: int) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+        events: List[Dict[str, Any]] = []
+        size = 0
+        next_cursor: Optional[str] = None
+        with self._lock:
+            rows = self._conn.execute(sql, tuple(params))
+            last: Optional[sqlite3.Row] = None
+            for row in rows:
+                if len(events) == limit or (events and size >= MAX_PAGE_BYTES):
+                    next_cursor = _encode_cursor(last)  # type: ignore[arg-type]
+                    break
+                event = _event_from_row(row)
+                size += sum(len(v) for v in (row["prompt"], row["answer"], *(row[c] for c in _JSON_COLUMNS)) if v) + 1024
+                events.append(event)
+                last = row
+            rows.close()
+        return events, next_cursor
+
+    def sessions(self, app: Optional[str], limit: int = 50) -> List[Dict[str, Any]]:
         """Conversations, most recently active first, with their totals."""
+        where, params = _scope(app)
+        where.append("session_id IS NOT NULL")
         rows = self._query(
-            """
+            f"""
             SELECT session_id, COUNT(*) AS turns, MIN(started_at) AS first_at,
-                   MAX(started_at) AS last_at, COALESCE(SUM(total_tokens), 0) AS total_tokens,
+                   MAX(started_at) AS last_at, TOTAL(total_tokens) AS total_tokens,
                    MAX(end_user_id) AS end_user_id
-            FROM events WHERE session_id IS NOT NULL
+            FROM app_events WHERE {' AND '.join(where)}
             GROUP BY session_id ORDER BY last_at DESC LIMIT ?
             """,
-            (limit,),
+            (*params, limit),
         )
-        return [dict(row) for row in rows]
+        return [_exact(dict(row)) for row in rows]
 
-    def session(self, session_id: str) -> List[Dict[str, Any]]:
-        """The turns of one conversation in the order they happened, for replay."""
-        rows = self._query(
-            "SELECT * FROM events WHERE session_id = ? ORDER BY started_at ASC, seq ASC", (session_id,)
-        )
-        return [_event_from_row(row) for row in rows]
-
-    def billing(self) -> Dict[str, Any]:
+    def billing(self, app: Optional[str]) -> Dict[str, Any]:
         """Tokens and Events-mode credit, overall, by model and by UTC day."""
+        where, params = _scope(app)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
 
         def breakdown(column_sql: str, label: str) -> List[Dict[str, Any]]:
             rows = self._query(
                 f"""
                 SELECT {column_sql} AS {label}, COUNT(*) AS events,
-                       COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
-                       COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
-                       COALESCE(SUM(total_tokens), 0) AS total_tokens,
-                       SUM(cost_usd) AS llm_cost_usd
-                FROM events GROUP BY 1 ORDER BY 1
-                """
+                       TOTAL(prompt_tokens) AS prompt_tokens,
+                       TOTAL(completion_tokens) AS completion_tokens,
+                       TOTAL(total_tokens) AS total_tokens,
+                       CASE WHEN COUNT(cost_usd) THEN TOTAL(cost_usd) END AS llm_cost_usd
+                FROM app_events {clause} GROUP BY 1 ORDER BY 1
+                """,
+                params,
             )
-            return [_with_credit(dict(row)) for row in rows]
+            return [_with_credit(_exact(dict(row))) for row in rows]
 
         totals = breakdown("'all'", "scope")
         overall = totals[0] if totals and totals[0]["events"] else _with_credit(
@@ -171,17 +239,57 @@ class EventStore:
         }
 
 
+def _scope(app: Optional[str]) -> Tuple[List[str], List[Any]]:
+    return (["app = ?"], [app]) if app is not None else ([], [])
+
+
+def _exact(row: Dict[str, Any]) -> Dict[str, Any]:
+    """TOTAL() is a float: token sums go back to integers while floats hold them exactly."""
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = row.get(name)
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+            row[name] = int(value)
+    return row
+
+
+def _encode_cursor(row: sqlite3.Row) -> str:
+    raw = orjson.dumps([row["started_at"], row["seq"]])
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> Tuple[str, int]:
+    try:
+        started_at, seq = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if isinstance(started_at, str) and isinstance(seq, int) and not isinstance(seq, bool):
+            return started_at, seq
+    except (ValueError, TypeError):
+        pass
+    raise BadCursor("invalid cursor")
+
+
 def _with_credit(row: Dict[str, Any]) -> Dict[str, Any]:
     row["credit_usd"] = round(row["total_tokens"] * CREDIT_USD_PER_MILLION_TOKENS / 1_000_000, 6)
     return row
 
 
 def _dump(value: Any) -> Optional[str]:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # Values passed checks.storage_errors: finite, valid Unicode, 64-bit integers, shallow.
+    return None if value is None else orjson.dumps(value).decode("utf-8")
 
 
-def _json_path(key: str) -> str:
-    return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def json_path(key: str) -> str:
+    """SQLite's JSON path to a top-level metadata key; ValueError if no path can name it.
+
+    SQLite's quoted path labels end at the next double quote and know no
+    escapes, and its C strings end at NUL: such keys cannot be filtered on.
+    """
+    if not key or len(key) > 256 or '"' in key or any(ord(ch) < 0x20 for ch in key):
+        raise ValueError("metadata filter keys are 1..256 characters without double quotes or control characters")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("metadata filter keys must be valid Unicode") from None
+    return '$."' + key + '"'
 
 
 def _event_from_row(row: sqlite3.Row) -> Dict[str, Any]:
@@ -191,8 +299,7 @@ def _event_from_row(row: sqlite3.Row) -> Dict[str, Any]:
             event[name] = row[name]
     for name in _JSON_COLUMNS:
         if row[name] is not None:
-            event[name] = json.loads(row[name])
+            event[name] = orjson.loads(row[name])
     event["received_at"] = row["received_at"]
-    if row["key_fingerprint"]:
-        event["key_fingerprint"] = row["key_fingerprint"]
+    event["app"] = row["app"]
     return event

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import threading
+import dataclasses
 from typing import Any, FrozenSet, Optional, Sequence
 
+from ..webserver import Limits, ServerThread
 from .core import ReceiverCore
 from .grpc_server import start_grpc
-from .http import ReceiverHttpServer
+from .http import ReceiverService
 
 
 def _host_port(address: str) -> "tuple[str, int]":
@@ -29,6 +30,7 @@ class Receiver:
         tokens: Sequence[str] = (),
         max_body_bytes: Optional[int] = None,
         max_decompressed_bytes: Optional[int] = None,
+        limits: Optional[Limits] = None,
         **core_options: Any,
     ) -> None:
         endpoint = forward_to.rstrip("/")
@@ -36,30 +38,31 @@ class Receiver:
             endpoint += "/v1/events"
         self.core = ReceiverCore(endpoint, api_key, pass_through=pass_through, **core_options)
         self.tokens: FrozenSet[str] = frozenset(tokens)
-        limits = {k: v for k, v in (("max_body_bytes", max_body_bytes),
-                                    ("max_decompressed_bytes", max_decompressed_bytes)) if v}  # fmt: skip
-        self.http = ReceiverHttpServer(_host_port(http_address), self.core, self.tokens, **limits)
+        limits = limits or Limits()
+        overrides = {k: v for k, v in (("max_body_bytes", max_body_bytes),
+                                       ("max_decompressed_bytes", max_decompressed_bytes)) if v}  # fmt: skip
+        if overrides:
+            limits = dataclasses.replace(limits, **overrides)
+        self.limits = limits
+        host, port = _host_port(http_address)
+        self.http = ServerThread(ReceiverService(self.core, self.tokens, limits), host, port, name="receiver-http")
         self._grpc_address = grpc_address
         self._grpc: Any = None
         self.grpc_port: Optional[int] = None
-        self._max_message = limits.get("max_body_bytes")
 
     @property
     def http_url(self) -> str:
         return self.http.url
 
     def start(self) -> "Receiver":
-        threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True,
-                         name="promptwall-receiver-http").start()  # fmt: skip
+        self.http.start()
         if self._grpc_address:
-            extra = {"max_message_bytes": self._max_message} if self._max_message else {}
-            self._grpc, self.grpc_port = start_grpc(self._grpc_address, self.core, self.tokens, **extra)
+            self._grpc, self.grpc_port = start_grpc(self._grpc_address, self.core, self.tokens, self.limits)
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop accepting, then map and forward what is buffered within ``timeout_s`` (the rest is spooled)."""
-        self.http.shutdown()
-        self.http.server_close()
+        self.http.stop()
         if self._grpc is not None:
             self._grpc.stop(grace=1.0).wait(2.0)
         self.core.close(timeout_s)

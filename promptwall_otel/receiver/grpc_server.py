@@ -1,7 +1,8 @@
 """OTLP/gRPC front end: ``TraceService/Export`` and ``LogsService/Export`` with the HTTP side's rules.
 
 Status codes follow the OTLP specification: UNAUTHENTICATED without a key,
-RESOURCE_EXHAUSTED when a message is over the size limit (grpcio enforces it),
+RESOURCE_EXHAUSTED when a message is over the size limit or more than
+``max_concurrent_requests`` calls are in flight (grpcio enforces both),
 UNAVAILABLE with a retry hint when the receiver cannot keep up.
 """
 
@@ -14,10 +15,11 @@ import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from .._httpserver import HttpError, api_key_from
+from ..serving import HttpError, api_key_from
+from ..webserver import Limits
 from .core import Overloaded, ReceiverCore
 from .decode import log_views, span_views
-from .http import DEFAULT_MAX_BODY_BYTES, TOKEN_HEADER, caller_tenant
+from .http import TOKEN_HEADER, admit, caller_tenant
 
 
 def _tenant(core: ReceiverCore, tokens: FrozenSet[str], context: grpc.ServicerContext) -> Optional[str]:
@@ -40,10 +42,11 @@ class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
         self.core, self.tokens = core, tokens
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        tenant = _tenant(self.core, self.tokens, context)
+        tenant = _tenant(self.core, self.tokens, context) or ""
         views, unreadable = span_views(request)
         try:
-            self.core.accept_spans(views, tenant or "")
+            admit(self.core, tenant)
+            self.core.accept_spans(views, tenant)
         except Overloaded as exc:
             _overloaded(context, exc)
         response = trace_service_pb2.ExportTraceServiceResponse()
@@ -59,20 +62,27 @@ class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
         self.core, self.tokens = core, tokens
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        tenant = _tenant(self.core, self.tokens, context)
+        tenant = _tenant(self.core, self.tokens, context) or ""
         try:
-            self.core.accept_logs(log_views(request), tenant or "")
+            admit(self.core, tenant)
+            self.core.accept_logs(log_views(request), tenant)
         except Overloaded as exc:
             _overloaded(context, exc)
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
 def start_grpc(
-    address: str, core: ReceiverCore, tokens: FrozenSet[str] = frozenset(), max_message_bytes: int = DEFAULT_MAX_BODY_BYTES
+    address: str, core: ReceiverCore, tokens: FrozenSet[str] = frozenset(), limits: Optional[Limits] = None
 ) -> "tuple[grpc.Server, int]":
     """A started gRPC server and its port (``address`` may end in ``:0``)."""
-    options = [("grpc.max_receive_message_length", max_message_bytes)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
+    limits = limits or Limits()
+    options = [
+        ("grpc.max_receive_message_length", limits.max_body_bytes),
+        # Idle HTTP/2 connections are closed, as on the HTTP side.
+        ("grpc.max_connection_idle_ms", int(limits.idle_timeout_s * 1000)),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=limits.workers), options=options,
+                         maximum_concurrent_rpcs=limits.max_concurrent_requests)  # fmt: skip
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(core, tokens), server)
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(core, tokens), server)
     port = server.add_insecure_port(address)

@@ -1,24 +1,28 @@
-"""OTLP/HTTP front end: ``POST /v1/traces`` and ``/v1/logs`` (protobuf or JSON, gzip), ``GET /healthz``.
+"""OTLP/HTTP front end: ``POST /v1/traces`` and ``/v1/logs`` (protobuf or JSON), ``GET /healthz``.
 
 Answers follow the OTLP specification: the Export response in the request's
 encoding, ``partial_success`` for spans that could not be read, 400 for a
-malformed body, 413 over the size limits, 415 for other content types, 401
-when authentication is required and missing, 503 with ``Retry-After`` when
-the receiver cannot keep up.
+malformed body, 413 over the size limits, 415 for other content types or
+encodings (the reply names what is supported), 401 when authentication is
+required and missing, 503 with ``Retry-After`` when the receiver cannot keep
+up. Bodies may be chunked and ``gzip``, ``deflate`` or ``zstd`` encoded, as
+the Collector's OTLP receiver accepts them; the connection-level bounds are
+``promptwall_otel.webserver``'s.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import FrozenSet, Optional, Tuple
+from typing import FrozenSet, Optional
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from .._httpserver import HttpError, JsonHandler, QuietServer, api_key_from
+from ..serving import HttpError, api_key_from
+from ..webserver import HttpService, Limits, Request, Response, json_response
 from .core import Overloaded, ReceiverCore
 from .decode import (
     DecodeError,
@@ -35,29 +39,9 @@ logger = logging.getLogger("promptwall_otel.receiver")
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 TOKEN_HEADER = "X-Receiver-Token"
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
-
-
-class ReceiverHttpServer(QuietServer):
-    def __init__(
-        self,
-        address: Tuple[str, int],
-        core: ReceiverCore,
-        tokens: FrozenSet[str] = frozenset(),
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
-    ) -> None:
-        self.core = core
-        self.tokens = tokens
-        self.max_body_bytes = max_body_bytes
-        self.max_decompressed_bytes = max_decompressed_bytes
-        super().__init__(address, _Handler)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+DEFAULT_LIMITS = Limits()
+DEFAULT_MAX_BODY_BYTES = DEFAULT_LIMITS.max_body_bytes
+DEFAULT_MAX_DECOMPRESSED_BYTES = DEFAULT_LIMITS.max_decompressed_bytes
 
 
 def caller_tenant(core: ReceiverCore, tokens: FrozenSet[str], token: Optional[str], caller_key: Optional[str]) -> str:
@@ -70,56 +54,65 @@ def caller_tenant(core: ReceiverCore, tokens: FrozenSet[str], token: Optional[st
     return tenant
 
 
-class _Handler(JsonHandler):
-    server: ReceiverHttpServer
+def admit(core: ReceiverCore, tenant: str) -> None:
+    """Refuse early (before the body is decoded) when the core says it cannot take more, if it can say so."""
+    check = getattr(core, "admit", None)
+    if check is not None:
+        check(tenant)
 
-    def do_GET(self) -> None:  # noqa: N802
-        if self.path.split("?", 1)[0].rstrip("/") == "/healthz":
-            self.send_json(200, {"ok": True, **self.server.core.snapshot()})
-        else:
-            self.send_error_json(HttpError(404, "not found"))
 
-    def do_POST(self) -> None:  # noqa: N802
-        path = self.path.split("?", 1)[0].rstrip("/")
-        routes = {"/v1/traces": self._traces, "/v1/logs": self._logs}
+class ReceiverService(HttpService):
+    """The OTLP/HTTP ASGI application in front of one :class:`ReceiverCore`."""
+
+    def __init__(self, core: ReceiverCore, tokens: FrozenSet[str] = frozenset(), limits: Optional[Limits] = None) -> None:
+        super().__init__(limits)
+        self.core = core
+        self.tokens = tokens
+
+    async def handle(self, request: Request) -> Response:
+        path = request.path
+        if request.method in ("GET", "HEAD"):
+            if path == "/healthz":
+                return json_response(200, {"ok": True, **self.core.snapshot()})
+            raise HttpError(404, "not found")
+        if request.method != "POST":
+            raise HttpError(405, f"method {request.method} not allowed")
+        if path not in ("/v1/traces", "/v1/logs"):
+            raise HttpError(404, "not found")
+        tenant = caller_tenant(self.core, self.tokens, request.headers.get(TOKEN_HEADER), api_key_from(request.headers))
         try:
-            route = routes.get(path)
-            if route is None:
-                raise HttpError(404, "not found")
-            tenant = caller_tenant(self.server.core, self.server.tokens, self.headers.get(TOKEN_HEADER),
-                                   api_key_from(self.headers))  # fmt: skip
-            body, media_type = self.read_body(self.server.max_body_bytes, self.server.max_decompressed_bytes,
-                                              (PROTOBUF, JSON))  # fmt: skip
-            response = route(body, media_type, tenant)
-            self._reply(response, media_type)
-        except DecodeError as exc:
-            self.send_error_json(HttpError(400, f"malformed OTLP body: {exc}"))
+            admit(self.core, tenant)
+            body, media_type = await request.body((PROTOBUF, JSON))
+            return await self.run(self._export, path, body, media_type, tenant)
         except Overloaded as exc:
-            self.send_error_json(HttpError(503, str(exc), {"Retry-After": str(exc.retry_after_s)}))
-        except HttpError as error:
-            self.send_error_json(error)
+            raise HttpError(503, str(exc), {"Retry-After": str(exc.retry_after_s)}) from None
+
+    def _export(self, path: str, body: bytes, media_type: str, tenant: str) -> Response:
+        try:
+            if path == "/v1/traces":
+                response: Message = self._traces(body, media_type, tenant)
+            else:
+                response = self._logs(body, media_type, tenant)
+        except DecodeError as exc:
+            raise HttpError(400, f"malformed OTLP body: {exc}") from None
+        except RecursionError:
+            raise HttpError(400, "malformed OTLP body: nested too deeply") from None
+        if media_type == JSON:
+            return Response(200, json.dumps(json_format.MessageToDict(response)).encode(), JSON)
+        return Response(200, response.SerializeToString(), PROTOBUF)
 
     def _traces(self, body: bytes, media_type: str, tenant: str) -> Message:
         request = (decode_traces_json if media_type == JSON else decode_traces_protobuf)(body)
         views, unreadable = span_views(request)
-        self.server.core.accept_spans(views, tenant)
+        self.core.accept_spans(views, tenant)
         response = ExportTraceServiceResponse()
         if unreadable:
-            self.server.core.counters["spans_rejected"] += unreadable
+            self.core.counters["spans_rejected"] += unreadable
             response.partial_success.rejected_spans = unreadable
             response.partial_success.error_message = f"{unreadable} spans had invalid trace or span ids"
         return response
 
     def _logs(self, body: bytes, media_type: str, tenant: str) -> Message:
         request = (decode_logs_json if media_type == JSON else decode_logs_protobuf)(body)
-        self.server.core.accept_logs(log_views(request), tenant)
+        self.core.accept_logs(log_views(request), tenant)
         return ExportLogsServiceResponse()
-
-    def _reply(self, response: Message, media_type: str) -> None:
-        if media_type == JSON:
-            payload = json.dumps(json_format.MessageToDict(response)).encode()
-        else:
-            payload = response.SerializeToString()
-        self.send_bytes(200, payload, media_type)
-
-

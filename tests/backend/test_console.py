@@ -68,7 +68,7 @@ def test_requests_return_the_stored_event(filled: httpx.Client) -> None:
     (row,) = filled.get("/api/console/requests", params={"end_user_id": "bob"}).json()["requests"]
     assert row["prompt"] == "summarise" and row["answer"] == "short"
     assert row["total_tokens"] == 500 and row["metadata"] == {"feature": "summarize-pdf", "n": 3}
-    assert len(row["key_fingerprint"]) == 12 and API_KEY not in str(row)
+    assert row["app"] == "app-1" and API_KEY not in str(row)
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "abc", "1001"])

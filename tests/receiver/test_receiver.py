@@ -10,6 +10,7 @@ Baggage never leaves the process, so the app sets none here.
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 import time
@@ -46,10 +47,10 @@ def receiver(behind: LocalBackend, tmp_path: Path) -> Iterator[Receiver]:
     running.stop()
 
 
-def wait_for(url: str, count: int, timeout: float = 20) -> List[Dict[str, Any]]:
+def wait_for(url: str, count: int, timeout: float = 20, key: str = API_KEY) -> List[Dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
-        events = stored_events(url)
+        events = stored_events(url, key=key)
         if len(events) >= count or time.monotonic() > deadline:
             return events
         time.sleep(0.2)
@@ -208,9 +209,10 @@ def test_pass_through_keys_keep_tenants_apart(tmp_path: Path) -> None:
                 response = httpx.post(receiver.http_url + "/v1/traces", content=chat_request(rid),
                                       headers={"Content-Type": "application/x-protobuf", "X-API-Key": key})  # fmt: skip
                 assert response.status_code == 200
-        events = httpx.get(shared.url + "/api/console/requests", headers={"X-API-Key": "pk-a"}).json()["requests"]
-    by_response = {e["metadata"]["gen_ai"]["response_id"]: e["key_fingerprint"] for e in events}
-    assert len(by_response) == 2 and len(set(by_response.values())) == 2, "each tenant's events went with its key"
+        seen = {key: [e["metadata"]["gen_ai"]["response_id"] for e in wait_for(shared.url, 1, key=key)]
+                for key in ("pk-a", "pk-b")}  # fmt: skip
+    assert seen == {"pk-a": ["chatcmpl-tenant-a-0001"], "pk-b": ["chatcmpl-tenant-b-0001"]}, \
+        "each tenant's events went with its own key, and each App reads only its own"
 
 
 def test_correlation_wait_is_bounded(behind: LocalBackend, tmp_path: Path) -> None:
@@ -258,19 +260,30 @@ def test_grpc_requires_a_key(behind: LocalBackend) -> None:
 def test_dev_command_runs_backend_and_receiver(tmp_path: Path) -> None:
     process = subprocess.Popen([sys.executable, "-m", "promptwall_otel", "dev", "--http", "127.0.0.1:0", "--grpc",
                                 "off", "--backend-port", "0", "--db", ":memory:", "--correlation-wait", "0.2"],
-                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={k: v for k, v in os.environ.items() if not k.startswith("PROMPTWALL_")})  # fmt: skip
     try:
         assert process.stdout is not None
         backend_url = process.stdout.readline().split()[-1]
         receiver_url = process.stdout.readline().split("http=", 1)[1].split()[0]
-        response = httpx.post(receiver_url + "/v1/traces", content=chat_request("chatcmpl-dev-command-01"),
-                              headers={"Content-Type": "application/x-protobuf", "X-API-Key": "any-key"})  # fmt: skip
-        assert response.status_code == 200
-        events = wait_for(backend_url, 1, timeout=10)
+        for rid, headers in (("chatcmpl-dev-command-01", {"X-API-Key": "any-key"}), ("chatcmpl-dev-no-key-001", {})):
+            response = httpx.post(receiver_url + "/v1/traces", content=chat_request(rid),
+                                  headers={"Content-Type": "application/x-protobuf", **headers})  # fmt: skip
+            assert response.status_code == 200
+        events = wait_for(backend_url, 1, timeout=10, key="any-key")
         assert [e["metadata"]["gen_ai"]["response_id"] for e in events] == ["chatcmpl-dev-command-01"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # a keyless app's events: App "anonymous", read without a key too
+            keyless = httpx.get(backend_url + "/api/console/requests").json()["requests"]
+            if keyless:
+                break
+            time.sleep(0.2)
+        assert [(e["metadata"]["gen_ai"]["response_id"], e["app"]) for e in keyless] == \
+            [("chatcmpl-dev-no-key-001", "anonymous")]
     finally:
         process.terminate()
         assert process.wait(15) == 0
+    assert process.stderr is not None and "send no API key are accepted" in process.stderr.read()
 
 
 def test_full_downstream_spool_is_503(tmp_path: Path) -> None:

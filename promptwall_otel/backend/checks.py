@@ -1,0 +1,125 @@
+"""What the local backend's storage can hold, checked per event before anything is written.
+
+``promptwall_otel.validate_event`` says what the API accepts; this says what
+SQLite, its JSON functions and a JSON reply can carry back out, so that an
+event accepted once can never break a later read (for its App or any other):
+
+- integers anywhere fit SQLite's signed 64 bits; token counts and
+  ``latency_ms`` are at most :data:`MAX_COUNT` (2**53 - 1, exact in every
+  JSON parser), ``total_tokens`` computed from the splits included, and
+  ``cost_usd`` at most :data:`MAX_COST_USD`. Sums are taken with SQLite's
+  ``TOTAL()`` (floating point), so no number of events can overflow a sum;
+- numbers are finite (``NaN``/``Infinity`` are not JSON);
+- strings are valid Unicode (no lone surrogates), keys included;
+- JSON values nest at most :data:`MAX_DEPTH` deep (SQLite's JSON functions
+  stop at 1000, the reply encoder earlier);
+- ``prompt`` and ``answer`` are at most :data:`MAX_TEXT_CHARS` characters;
+  ``metadata``, ``spans`` and ``policy_hits`` at most :data:`MAX_JSON_BYTES`
+  bytes each as stored; all of them well above the exporter's 32 KiB
+  content default.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, List
+
+MAX_COUNT = 2**53 - 1
+MAX_INT = 2**63 - 1
+MAX_DEPTH = 32
+MAX_TEXT_CHARS = 1024 * 1024
+MAX_JSON_BYTES = 256 * 1024
+MAX_COST_USD = 1e12
+
+_COUNT_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "latency_ms")
+_JSON_FIELDS = ("metadata", "spans", "policy_hits")
+
+
+class NonFinite:
+    """Stands for a ``NaN``/``Infinity`` literal while parsing, so the event, not the body, is refused."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+class _Bad(Exception):
+    pass
+
+
+def _walk(value: Any, path: str, depth: int) -> int:
+    """Check one JSON value; returns its approximate stored size in bytes."""
+    if depth > MAX_DEPTH:
+        raise _Bad(f"{path} nests deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        try:
+            return len(value.encode("utf-8")) + 2
+        except UnicodeEncodeError:
+            raise _Bad(f"{path} is not valid Unicode (lone surrogate)") from None
+    if isinstance(value, bool) or value is None:
+        return 5
+    if isinstance(value, int):
+        if not -MAX_INT - 1 <= value <= MAX_INT:
+            raise _Bad(f"{path} is an integer outside the signed 64-bit range")
+        return 20
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Bad(f"{path} is not a finite number")
+        return 24
+    if isinstance(value, NonFinite):
+        raise _Bad(f"{path} is {value.literal}, not a finite number")
+    if isinstance(value, dict):
+        size = 2
+        for key, item in value.items():
+            size += _walk(key, f"{path} key", depth + 1) + _walk(item, f"{path}.{_short(key)}", depth + 1)
+        return size
+    if isinstance(value, list):
+        size = 2
+        for index, item in enumerate(value):
+            size += _walk(item, f"{path}[{index}]", depth + 1)
+        return size
+    raise _Bad(f"{path} has an unsupported type")
+
+
+def _short(key: Any) -> str:
+    text = key if isinstance(key, str) else repr(key)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def storage_errors(event: Any) -> List[str]:
+    """Reasons the store could not hold ``event`` faithfully; [] if it can. Run before ``validate_event``."""
+    if not isinstance(event, dict):
+        return []
+    errors: List[str] = []
+    for key, value in event.items():
+        try:
+            size = _walk(value, _short(key), 1)
+            _walk(key, "a field name", 1)
+        except _Bad as bad:
+            errors.append(str(bad))
+            continue
+        if key in _COUNT_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and abs(value) > MAX_COUNT:  # fmt: skip
+            errors.append(f"{key} must be at most {MAX_COUNT}")
+        elif key == "cost_usd" and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and abs(value) > MAX_COST_USD:  # fmt: skip
+            errors.append(f"cost_usd must be at most {MAX_COST_USD:.0e}")
+        elif key in ("prompt", "answer") and isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+            errors.append(f"{key} exceeds {MAX_TEXT_CHARS} characters")
+        elif key in _JSON_FIELDS and size > MAX_JSON_BYTES:
+            errors.append(f"{key} exceeds {MAX_JSON_BYTES} bytes")
+    spans = event.get("spans")
+    if isinstance(spans, list):
+        for index, stage in enumerate(spans):
+            if isinstance(stage, dict):
+                for name in _COUNT_FIELDS[:3]:
+                    value = stage.get(name)
+                    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_COUNT:
+                        errors.append(f"spans[{index}].{name} must be at most {MAX_COUNT}")
+    if not errors and "total_tokens" not in event:
+        split = [event.get(name) for name in ("prompt_tokens", "completion_tokens")]
+        if sum(v for v in split if isinstance(v, (int, float)) and not isinstance(v, bool)) > MAX_COUNT:
+            errors.append(f"prompt_tokens + completion_tokens must be at most {MAX_COUNT}")
+    return errors

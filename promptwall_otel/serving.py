@@ -1,0 +1,188 @@
+"""What every server of ours shares, whatever carries the bytes: refusals, keys, decoding, memory.
+
+Pure Python with no server library, so the gRPC front end and the HTTP
+servers (``promptwall_otel.webserver``) share one set of rules:
+
+- :class:`HttpError` is a refusal with the status and reason the client gets;
+- :func:`api_key_from` reads a caller's key the way PromptWall does;
+- :func:`decompress` undoes ``gzip``, ``deflate`` or ``zstd`` and never
+  produces more than the caller's cap (a 1 KB bomb stops at the cap, it is
+  not inflated first and measured after);
+- :class:`ByteBudget` bounds the bytes of request bodies held at once across
+  all requests of a process, so concurrency multiplies nothing past it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from typing import Callable, Mapping, Optional
+
+__all__ = ["HttpError", "api_key_from", "decompress", "SUPPORTED_ENCODINGS", "ByteBudget"]
+
+
+class HttpError(Exception):
+    """A request we refuse, with the status and the message the client gets."""
+
+    def __init__(self, status: int, message: str, headers: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def api_key_from(headers: Mapping[str, str]) -> Optional[str]:
+    """The caller's key from ``X-API-Key`` or ``Authorization: Bearer``; None if absent.
+
+    ``headers`` must answer to the canonical spellings used here (the HTTP
+    servers pass a case-insensitive view, gRPC a dict it built so).
+    """
+    key = (headers.get("X-API-Key") or "").strip()
+    if key:
+        return key
+    scheme, _, token = (headers.get("Authorization") or "").strip().partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def _zstd_available() -> bool:
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+SUPPORTED_ENCODINGS = ("identity", "gzip", "deflate") + (("zstd",) if _zstd_available() else ())
+"""``Content-Encoding`` values accepted, as the Collector's OTLP receiver decodes them."""
+
+_STEP = 1 << 20  # inflate in 1 MiB steps so the cap is checked long before memory is spent
+
+
+def decompress(data: bytes, encoding: str, limit: int, account: Optional[Callable[[int], None]] = None) -> bytes:
+    """``data`` decoded per ``Content-Encoding``; 413 past ``limit`` bytes, 400 if corrupt, 415 if unknown.
+
+    ``account(n)`` is called before each further step of at most 1 MiB is
+    kept (it may raise to stop), so memory can be budgeted as it is spent.
+    """
+    account = account or _no_account
+    if encoding in ("", "identity"):
+        return data
+    if encoding == "gzip":
+        return _inflate(data, zlib.decompressobj(16 + zlib.MAX_WBITS), limit, "gzip", account)
+    if encoding == "deflate":
+        # HTTP's "deflate" is zlib-wrapped, but some clients send raw deflate; accept both as browsers do.
+        wbits = zlib.MAX_WBITS if data[:1] and (data[0] & 0x0F) == 8 and int.from_bytes(data[:2], "big") % 31 == 0 \
+            else -zlib.MAX_WBITS  # fmt: skip
+        return _inflate(data, zlib.decompressobj(wbits), limit, "deflate", account)
+    if encoding == "zstd" and "zstd" in SUPPORTED_ENCODINGS:
+        return _unzstd(data, limit, account)
+    raise HttpError(415, f"unsupported content encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+
+
+def _no_account(n: int) -> None:
+    pass
+
+
+def _too_big(limit: int) -> HttpError:
+    return HttpError(413, f"decompressed body exceeds {limit} bytes")
+
+
+def _inflate(data: bytes, inflater: "zlib._Decompress", limit: int, name: str, account: Callable[[int], None]) -> bytes:
+    parts = []
+    size = 0
+    pending = data
+    try:
+        while not inflater.eof:
+            chunk = inflater.decompress(pending, min(_STEP, limit + 1 - size))
+            pending = inflater.unconsumed_tail
+            if not chunk and not pending:
+                break  # wants more input than there is: truncated
+            size += len(chunk)
+            if size > limit:
+                raise _too_big(limit)
+            account(len(chunk))
+            parts.append(chunk)
+    except zlib.error as exc:
+        raise HttpError(400, f"invalid {name} body: {exc}") from None
+    if not inflater.eof:
+        raise HttpError(400, f"invalid {name} body: truncated")
+    return b"".join(parts)
+
+
+# zstd has no output cap per call, so input goes in small slices: 256 bytes hold at most 64 block
+# headers, and a block expands to at most 128 KiB, so the cap is overshot by 8 MiB at worst.
+_ZSTD_SLICE = 256
+
+
+def _unzstd(data: bytes, limit: int, account: Callable[[int], None]) -> bytes:
+    import zstandard
+
+    inflater = zstandard.ZstdDecompressor().decompressobj()
+    parts = []
+    size = 0
+    view = memoryview(data)
+    try:
+        for start in range(0, len(data), _ZSTD_SLICE):
+            pending = view[start:start + _ZSTD_SLICE]
+            while pending:
+                if inflater.eof:
+                    # A further frame: the Collector (Go's decoder) reads concatenated frames too.
+                    inflater = zstandard.ZstdDecompressor().decompressobj()
+                chunk = inflater.decompress(pending)
+                pending = inflater.unused_data if inflater.eof else b""
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_big(limit)
+                    account(len(chunk))
+                    parts.append(chunk)
+    except zstandard.ZstdError as exc:
+        raise HttpError(400, f"invalid zstd body: {exc}") from None
+    if data and not inflater.eof:
+        raise HttpError(400, "invalid zstd body: truncated")
+    return b"".join(parts)
+
+
+class ByteBudget:
+    """Bytes of request bodies (raw and decompressed) a process holds at once, across all requests.
+
+    Invariant: the sum of granted, unreleased reservations never exceeds
+    ``capacity``. A single reservation larger than the capacity is refused
+    at once (the per-request caps are kept below the capacity so that never
+    happens to a request within them). Thread-safe; waiting is bounded.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def try_reserve(self, n: int) -> bool:
+        with self._cond:
+            if self.used + n > self.capacity:
+                return False
+            self.used += n
+            return True
+
+    def reserve(self, n: int, wait_s: float) -> bool:
+        """Block up to ``wait_s`` for ``n`` bytes; False if they did not free up in time."""
+        if n > self.capacity:
+            return False
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            while self.used + n > self.capacity:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            self.used += n
+            return True
+
+    def release(self, n: int) -> None:
+        if n:
+            with self._cond:
+                self.used -= n
+                self._cond.notify_all()
