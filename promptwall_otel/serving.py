@@ -15,11 +15,10 @@ servers (``promptwall_otel.webserver``) share one set of rules:
 from __future__ import annotations
 
 import threading
-import time
 import zlib
-from typing import Callable, Mapping, Optional
+from typing import Iterator, List, Mapping, Optional
 
-__all__ = ["HttpError", "api_key_from", "decompress", "SUPPORTED_ENCODINGS", "ByteBudget"]
+__all__ = ["HttpError", "api_key_from", "decompress", "iter_decompress", "SUPPORTED_ENCODINGS", "ByteBudget"]
 
 
 class HttpError(Exception):
@@ -61,37 +60,36 @@ SUPPORTED_ENCODINGS = ("identity", "gzip", "deflate") + (("zstd",) if _zstd_avai
 _STEP = 1 << 20  # inflate in 1 MiB steps so the cap is checked long before memory is spent
 
 
-def decompress(data: bytes, encoding: str, limit: int, account: Optional[Callable[[int], None]] = None) -> bytes:
-    """``data`` decoded per ``Content-Encoding``; 413 past ``limit`` bytes, 400 if corrupt, 415 if unknown.
+def decompress(data: bytes, encoding: str, limit: int) -> bytes:
+    """``data`` decoded per ``Content-Encoding``; 413 past ``limit`` bytes, 400 if corrupt, 415 if unknown."""
+    return b"".join(iter_decompress(data, encoding, limit))
 
-    ``account(n)`` is called before each further step of at most 1 MiB is
-    kept (it may raise to stop), so memory can be budgeted as it is spent.
+
+def iter_decompress(data: bytes, encoding: str, limit: int) -> Iterator[bytes]:
+    """``data`` decoded in pieces of at most about 1 MiB, each costing about 1 ms of CPU.
+
+    A caller can budget memory and yield to others between pieces; the
+    HttpErrors are :func:`decompress`'s, raised when the piece that shows
+    the problem is reached.
     """
-    account = account or _no_account
     if encoding in ("", "identity"):
-        return data
+        return iter((data,))
     if encoding == "gzip":
-        return _inflate(data, zlib.decompressobj(16 + zlib.MAX_WBITS), limit, "gzip", account)
+        return _inflate(data, zlib.decompressobj(16 + zlib.MAX_WBITS), limit, "gzip")
     if encoding == "deflate":
         # HTTP's "deflate" is zlib-wrapped, but some clients send raw deflate; accept both as browsers do.
-        wbits = zlib.MAX_WBITS if data[:1] and (data[0] & 0x0F) == 8 and int.from_bytes(data[:2], "big") % 31 == 0 \
-            else -zlib.MAX_WBITS  # fmt: skip
-        return _inflate(data, zlib.decompressobj(wbits), limit, "deflate", account)
+        wrapped = len(data) >= 2 and (data[0] & 0x0F) == 8 and int.from_bytes(data[:2], "big") % 31 == 0
+        return _inflate(data, zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS), limit, "deflate")
     if encoding == "zstd" and "zstd" in SUPPORTED_ENCODINGS:
-        return _unzstd(data, limit, account)
+        return _unzstd(data, limit)
     raise HttpError(415, f"unsupported content encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
-
-
-def _no_account(n: int) -> None:
-    pass
 
 
 def _too_big(limit: int) -> HttpError:
     return HttpError(413, f"decompressed body exceeds {limit} bytes")
 
 
-def _inflate(data: bytes, inflater: "zlib._Decompress", limit: int, name: str, account: Callable[[int], None]) -> bytes:
-    parts = []
+def _inflate(data: bytes, inflater: "zlib._Decompress", limit: int, name: str) -> Iterator[bytes]:
     size = 0
     pending = data
     try:
@@ -103,13 +101,11 @@ def _inflate(data: bytes, inflater: "zlib._Decompress", limit: int, name: str, a
             size += len(chunk)
             if size > limit:
                 raise _too_big(limit)
-            account(len(chunk))
-            parts.append(chunk)
+            yield chunk
     except zlib.error as exc:
         raise HttpError(400, f"invalid {name} body: {exc}") from None
     if not inflater.eof:
         raise HttpError(400, f"invalid {name} body: truncated")
-    return b"".join(parts)
 
 
 # zstd has no output cap per call, so input goes in small slices: 256 bytes hold at most 64 block
@@ -117,13 +113,14 @@ def _inflate(data: bytes, inflater: "zlib._Decompress", limit: int, name: str, a
 _ZSTD_SLICE = 256
 
 
-def _unzstd(data: bytes, limit: int, account: Callable[[int], None]) -> bytes:
+def _unzstd(data: bytes, limit: int) -> Iterator[bytes]:
     import zstandard
 
     inflater = zstandard.ZstdDecompressor().decompressobj()
-    parts = []
     size = 0
     view = memoryview(data)
+    parts: List[bytes] = []
+    held = 0
     try:
         for start in range(0, len(data), _ZSTD_SLICE):
             pending = view[start:start + _ZSTD_SLICE]
@@ -137,52 +134,40 @@ def _unzstd(data: bytes, limit: int, account: Callable[[int], None]) -> bytes:
                     size += len(chunk)
                     if size > limit:
                         raise _too_big(limit)
-                    account(len(chunk))
                     parts.append(chunk)
+                    held += len(chunk)
+                    if held >= _STEP:
+                        yield b"".join(parts)
+                        parts, held = [], 0
     except zstandard.ZstdError as exc:
         raise HttpError(400, f"invalid zstd body: {exc}") from None
     if data and not inflater.eof:
         raise HttpError(400, "invalid zstd body: truncated")
-    return b"".join(parts)
+    if parts:
+        yield b"".join(parts)
 
 
 class ByteBudget:
     """Bytes of request bodies (raw and decompressed) a process holds at once, across all requests.
 
     Invariant: the sum of granted, unreleased reservations never exceeds
-    ``capacity``. A single reservation larger than the capacity is refused
-    at once (the per-request caps are kept below the capacity so that never
-    happens to a request within them). Thread-safe; waiting is bounded.
+    ``capacity``. Callers that cannot get bytes now decide how long to wait
+    (the HTTP servers poll briefly, then answer 503). Thread-safe.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.used = 0
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
 
     def try_reserve(self, n: int) -> bool:
-        with self._cond:
+        with self._lock:
             if self.used + n > self.capacity:
                 return False
             self.used += n
             return True
 
-    def reserve(self, n: int, wait_s: float) -> bool:
-        """Block up to ``wait_s`` for ``n`` bytes; False if they did not free up in time."""
-        if n > self.capacity:
-            return False
-        deadline = time.monotonic() + wait_s
-        with self._cond:
-            while self.used + n > self.capacity:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            self.used += n
-            return True
-
     def release(self, n: int) -> None:
         if n:
-            with self._cond:
+            with self._lock:
                 self.used -= n
-                self._cond.notify_all()

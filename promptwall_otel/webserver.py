@@ -18,7 +18,7 @@ the same invariants:
   decoded; all bodies held at once, raw and decompressed, share one
   :class:`~promptwall_otel.serving.ByteBudget` (past it a request waits up
   to ``budget_wait_s``, then gets 503 with ``Retry-After``). At most
-  ``max_concurrent_requests`` are handled at once (others wait up to
+  ``max_concurrent_requests`` are worked on at once (others wait up to
   ``queue_wait_s``, then 503); idle connections past ``max_idle_connections``
   are closed oldest first, so idle sockets can never lock a client out.
 - **The event loop never blocks**: handlers' work (parsing, SQLite,
@@ -41,7 +41,7 @@ from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Opti
 
 import orjson
 
-from .serving import SUPPORTED_ENCODINGS, ByteBudget, HttpError, decompress
+from .serving import SUPPORTED_ENCODINGS, ByteBudget, HttpError, iter_decompress
 
 logger = logging.getLogger("promptwall_otel.server")
 
@@ -67,8 +67,9 @@ class Limits:
     workers: int = 4
 
     def __post_init__(self) -> None:
-        if self.budget_bytes < self.max_body_bytes + self.max_decompressed_bytes:
-            raise ValueError("budget_bytes must hold one request at its caps (max_body_bytes + max_decompressed_bytes)")
+        if self.budget_bytes < self.max_body_bytes + 2 * self.max_decompressed_bytes:
+            # A decompressed body is held twice for a moment (its pieces and their join).
+            raise ValueError("budget_bytes must hold one request at its caps (max_body_bytes + 2 × max_decompressed_bytes)")
 
 
 class Headers(Mapping[str, str]):
@@ -126,14 +127,17 @@ class Request:
         raw = await self._read_raw(limits)
         if encoding == "identity":
             return raw, media_type
-        data = await self._service.run(decompress, raw, encoding, limits.max_decompressed_bytes, self._grow)
-        return data, media_type
-
-    def _grow(self, n: int) -> None:
-        """Account ``n`` more decompressed bytes against the budget (on a worker thread)."""
-        if not self._service.budget.reserve(n, self._service.limits.budget_wait_s):
-            raise _busy("decompressed bodies in flight are at their memory budget")
-        self.reserved += n
+        # On the event loop, a piece (~1 ms) at a time: each piece is budgeted before it is kept, and
+        # waiting for budget holds no worker thread that a small request could use meanwhile.
+        parts: List[bytes] = []
+        for piece in iter_decompress(raw, encoding, limits.max_decompressed_bytes):
+            await self._service.reserve(self, len(piece))
+            parts.append(piece)
+            await asyncio.sleep(0)
+        del raw
+        if len(parts) > 1:
+            await self._service.reserve(self, sum(map(len, parts)))  # the joined copy exists beside the pieces
+        return b"".join(parts), media_type
 
     async def _read_raw(self, limits: Limits) -> bytes:
         loop = asyncio.get_running_loop()
@@ -200,15 +204,29 @@ class HttpService:
         raise NotImplementedError
 
     async def run(self, function: Callable[..., _T], *args: Any) -> _T:
-        """``function(*args)`` on a worker thread, so the event loop keeps serving others meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        """``function(*args)`` on a worker thread, so the event loop keeps serving others meanwhile.
+
+        This is where the concurrency cap applies: a request holds a slot only
+        while its work runs, not while its client is still sending (slow
+        senders are bounded by the body timeout and the byte budget instead).
+        """
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limits.max_concurrent_requests)
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.limits.queue_wait_s)
+        except asyncio.TimeoutError:
+            raise _busy(f"more than {self.limits.max_concurrent_requests} requests at once") from None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        finally:
+            self._slots.release()
 
     async def reserve(self, request: Request, n: int) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.budget_wait_s
         while not self.budget.try_reserve(n):
             if n > self.budget.capacity or loop.time() >= deadline:
-                raise _busy("request bodies in flight are at their memory budget")
+                raise _busy("request bodies in flight (raw and decompressed) are at their memory budget")
             await asyncio.sleep(0.01)
         request.reserved += n
 
@@ -224,26 +242,17 @@ class HttpService:
                     return
         if scope["type"] != "http":
             return
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.limits.max_concurrent_requests)
         request = Request(self, scope, receive)
         try:
             try:
-                await asyncio.wait_for(self._slots.acquire(), self.limits.queue_wait_s)
-            except asyncio.TimeoutError:
-                response = error_response(_busy(f"more than {self.limits.max_concurrent_requests} requests at once"))
-            else:
-                try:
-                    response = await self.handle(request)
-                except HttpError as error:
-                    response = error_response(error)
-                except ClientGone:
-                    return
-                except Exception:
-                    logger.exception("%s %s failed", request.method, request.path)
-                    response = json_response(500, {"ok": False, "error": "internal error; see the server log"})
-                finally:
-                    self._slots.release()
+                response = await self.handle(request)
+            except HttpError as error:
+                response = error_response(error)
+            except ClientGone:
+                return
+            except Exception:
+                logger.exception("%s %s failed", request.method, request.path)
+                response = json_response(500, {"ok": False, "error": "internal error; see the server log"})
         finally:
             self.budget.release(request.reserved)
             request.reserved = 0
@@ -314,12 +323,15 @@ def _guarded_protocol(limits: Limits, max_idle: int) -> type:
 
         def data_received(self, data: bytes) -> None:
             if self._awaiting:
+                room = max(0, limits.max_header_bytes - self._header_bytes)
                 self._header_bytes += len(data)
+                if self._header_bytes > limits.max_header_bytes and b"\r\n\r\n" not in data[:room + 4]:
+                    # The headers do not end within the cap (the parser would keep them all): refuse now.
+                    self._refuse(431, f"request headers exceed {limits.max_header_bytes} bytes")
+                    return
                 if self._deadline is None:
                     self._arm(limits.header_timeout_s)
             super().data_received(data)
-            if self._awaiting and self._header_bytes > limits.max_header_bytes and not self.transport.is_closing():
-                self._refuse(431, f"request headers exceed {limits.max_header_bytes} bytes")
 
         def on_headers_complete(self) -> None:
             self._awaiting = False
@@ -376,12 +388,15 @@ def _raise_fd_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
+_ACCEPT_BATCH = 128
+
+
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    sock.listen(2048)
+    sock.listen(_ACCEPT_BATCH)
     sock.set_inheritable(True)
     return sock
 
@@ -396,8 +411,11 @@ class ServerThread:
         self._socket = _listen(host, port)
         self.host, self.port = self._socket.getsockname()[:2]
         fd_limit = _raise_fd_limit()
-        # Keep a margin of descriptors for the process's own files, upstream sockets and requests in flight.
-        max_idle = max(16, min(service.limits.max_idle_connections, fd_limit // 2))
+        # asyncio accepts up to `backlog` connections in one go before any of them can be evicted, so
+        # idle connections stay that far below the descriptor limit, with as much again for the
+        # process's own files, upstream sockets and requests in flight: accept() never hits EMFILE
+        # (on which asyncio stops accepting for a whole second).
+        max_idle = max(16, min(service.limits.max_idle_connections, (fd_limit - 2 * _ACCEPT_BATCH) // 2))
         config = uvicorn.Config(
             service,
             http=_guarded_protocol(service.limits, max_idle),
@@ -408,6 +426,7 @@ class ServerThread:
             server_header=False,
             timeout_keep_alive=max(1, int(service.limits.idle_timeout_s)),
             timeout_graceful_shutdown=5,
+            backlog=_ACCEPT_BATCH,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qsl, unquote
@@ -33,6 +34,7 @@ DEFAULT_PORT = 8787
 DEFAULT_LIMITS = Limits()
 _JSON_TYPES = ("application/json",)
 _CONSOLE_LIMIT_MAX = 1000
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,15 @@ def parse_body(data: bytes) -> Any:
     orjson first (fast, strict); whatever it refuses is parsed again by the
     standard library, which takes ``NaN``/``Infinity``, lone surrogates and
     big integers, so that such values become a reason on their event rather
-    than a refusal of the whole batch.
+    than a refusal of the whole batch. orjson reads integers past 64 bits as
+    floats, silently: a body with a 19-digit run goes to the standard library
+    directly, so such an integer is refused, never stored rounded.
     """
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
+    if not _LONG_DIGITS.search(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(data, parse_constant=NonFinite)
     except RecursionError:

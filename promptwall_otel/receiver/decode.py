@@ -45,6 +45,11 @@ _M = TypeVar("_M", bound=Message)
 
 _MESSAGE_MAX = 200
 
+MAX_STRING_CHARS = 1024 * 1024
+"""String attribute values are cut to this many characters when decoded. The mapping keeps at most
+``max_content_bytes`` (32 KiB by default) of any of them, so below this cap the events equal the
+in-process exporter's; the cap bounds what a span waiting for its logs and ancestors holds."""
+
 
 class DecodeError(ValueError):
     """The request body is not a well-formed OTLP export request."""
@@ -154,7 +159,9 @@ def _value(value: AnyValue, sequence: Callable[[Any], Any] = tuple) -> Any:
     """
     which = value.WhichOneof("value")
     if which == "string_value":
-        return value.string_value
+        text: str = value.string_value
+        # Views wait in the core for up to the correlation wait: keep no giant string alive that long.
+        return text if len(text) <= MAX_STRING_CHARS else text[:MAX_STRING_CHARS]
     if which == "int_value":
         return value.int_value
     if which == "bool_value":
