@@ -34,6 +34,7 @@ import logging
 import resource
 import socket
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -441,11 +442,9 @@ class ServerThread:
 
     def start(self, timeout_s: float = 10.0) -> "ServerThread":
         self._thread.start()
-        waited = threading.Event()
-        while not self._server.started and self._thread.is_alive() and not waited.wait(0.01):
-            timeout_s -= 0.01
-            if timeout_s <= 0:
-                raise RuntimeError("HTTP server did not start")
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
         if not self._server.started:
             raise RuntimeError("HTTP server did not start")
         return self

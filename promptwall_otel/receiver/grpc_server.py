@@ -19,7 +19,7 @@ from ..serving import HttpError, api_key_from
 from ..webserver import Limits
 from .core import Overloaded, ReceiverCore
 from .decode import log_views, span_views
-from .http import TOKEN_HEADER, admit, caller_tenant
+from .http import TOKEN_HEADER, caller_tenant
 
 
 def _tenant(core: ReceiverCore, tokens: FrozenSet[str], context: grpc.ServicerContext) -> Optional[str]:
@@ -45,7 +45,6 @@ class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
         tenant = _tenant(self.core, self.tokens, context) or ""
         views, unreadable = span_views(request)
         try:
-            admit(self.core, tenant)
             self.core.accept_spans(views, tenant)
         except Overloaded as exc:
             _overloaded(context, exc)
@@ -64,7 +63,6 @@ class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         tenant = _tenant(self.core, self.tokens, context) or ""
         try:
-            admit(self.core, tenant)
             self.core.accept_logs(log_views(request), tenant)
         except Overloaded as exc:
             _overloaded(context, exc)

@@ -54,13 +54,6 @@ def caller_tenant(core: ReceiverCore, tokens: FrozenSet[str], token: Optional[st
     return tenant
 
 
-def admit(core: ReceiverCore, tenant: str) -> None:
-    """Refuse early (before the body is decoded) when the core says it cannot take more, if it can say so."""
-    check = getattr(core, "admit", None)
-    if check is not None:
-        check(tenant)
-
-
 class ReceiverService(HttpService):
     """The OTLP/HTTP ASGI application in front of one :class:`ReceiverCore`."""
 
@@ -81,7 +74,7 @@ class ReceiverService(HttpService):
             raise HttpError(404, "not found")
         tenant = caller_tenant(self.core, self.tokens, request.headers.get(TOKEN_HEADER), api_key_from(request.headers))
         try:
-            admit(self.core, tenant)
+            self.core.admit(tenant)  # refuse before decoding what could not be forwarded
             body, media_type = await request.body((PROTOBUF, JSON))
             return await self.run(self._export, path, body, media_type, tenant)
         except Overloaded as exc:
