@@ -45,41 +45,56 @@ class NonFinite:
 
 
 class _Bad(Exception):
-    pass
+    """A value storage cannot hold; ``path`` grows as the walk unwinds, so it costs nothing unless raised."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: List[str] = []
 
 
-def _walk(value: Any, path: str, depth: int) -> int:
-    """Check one JSON value; returns its approximate stored size in bytes."""
-    if depth > MAX_DEPTH:
-        raise _Bad(f"{path} nests deeper than {MAX_DEPTH} levels")
-    if isinstance(value, str):
+def _walk(value: Any, depth: int) -> int:
+    """Check one JSON value (``depth`` levels down); returns its approximate stored size in bytes."""
+    kind = type(value)
+    if kind is str:
+        if value.isascii():
+            return len(value) + 2
         try:
             return len(value.encode("utf-8")) + 2
         except UnicodeEncodeError:
-            raise _Bad(f"{path} is not valid Unicode (lone surrogate)") from None
-    if isinstance(value, bool) or value is None:
-        return 5
-    if isinstance(value, int):
+            raise _Bad("is not valid Unicode (lone surrogate)") from None
+    if kind is int:
         if not -MAX_INT - 1 <= value <= MAX_INT:
-            raise _Bad(f"{path} is an integer outside the signed 64-bit range")
+            raise _Bad("is an integer outside the signed 64-bit range")
         return 20
-    if isinstance(value, float):
+    if kind is float:
         if not math.isfinite(value):
-            raise _Bad(f"{path} is not a finite number")
+            raise _Bad("is not a finite number")
         return 24
-    if isinstance(value, NonFinite):
-        raise _Bad(f"{path} is {value.literal}, not a finite number")
-    if isinstance(value, dict):
+    if kind is bool or value is None:
+        return 5
+    if kind is NonFinite:
+        raise _Bad(f"is {value.literal}, not a finite number")
+    if kind is dict or kind is list:
+        if depth >= MAX_DEPTH:
+            raise _Bad(f"nests deeper than {MAX_DEPTH} levels")
         size = 2
-        for key, item in value.items():
-            size += _walk(key, f"{path} key", depth + 1) + _walk(item, f"{path}.{_short(key)}", depth + 1)
+        if kind is dict:
+            for key, item in value.items():
+                try:
+                    size += _walk(key, depth + 1) + _walk(item, depth + 1)
+                except _Bad as bad:
+                    bad.path.append("." + _short(key))
+                    raise
+        else:
+            for index, item in enumerate(value):
+                try:
+                    size += _walk(item, depth + 1)
+                except _Bad as bad:
+                    bad.path.append(f"[{index}]")
+                    raise
         return size
-    if isinstance(value, list):
-        size = 2
-        for index, item in enumerate(value):
-            size += _walk(item, f"{path}[{index}]", depth + 1)
-        return size
-    raise _Bad(f"{path} has an unsupported type")
+    raise _Bad("has an unsupported type")
 
 
 def _short(key: Any) -> str:
@@ -95,10 +110,10 @@ def storage_errors(event: Any) -> List[str]:
     errors: List[str] = []
     for key, value in event.items():
         try:
-            size = _walk(value, _short(key), 1)
-            _walk(key, "a field name", 1)
+            _walk(key, 0)
+            size = _walk(value, 0)
         except _Bad as bad:
-            errors.append(str(bad))
+            errors.append(f"{_short(key)}{''.join(reversed(bad.path))} {bad.reason}")
             continue
         if key in _COUNT_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool) \
                 and abs(value) > MAX_COUNT:  # fmt: skip

@@ -98,27 +98,25 @@ class EventStore:
         with self._lock:
             self._conn.close()
 
-    def insert(self, events: Sequence[Mapping[str, Any]], app: str) -> List[bool]:
-        """Store ``app``'s events in one transaction; per event True if new, False if its id was already stored."""
+    def insert(self, events: Sequence[Mapping[str, Any]], app: str) -> int:
+        """Store ``app``'s events in one transaction; how many were new (the rest: ids already stored)."""
         received_at = format_timestamp(datetime.now(timezone.utc))
-        outcomes: List[bool] = []
+        rows = [
+            (app, event["request_id"], received_at, *map(event.get, _SCALAR_COLUMNS),
+             *(_dump(event.get(name)) for name in _JSON_COLUMNS))
+            for event in events
+        ]  # fmt: skip
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                for event in events:
-                    row = (
-                        app,
-                        event["request_id"],
-                        received_at,
-                        *(event.get(name) for name in _SCALAR_COLUMNS),
-                        *(_dump(event.get(name)) for name in _JSON_COLUMNS),
-                    )
-                    outcomes.append(self._conn.execute(_INSERT, row).rowcount == 1)
+                before = self._conn.total_changes
+                self._conn.executemany(_INSERT, rows)
+                accepted = self._conn.total_changes - before
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return outcomes
+        return accepted
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> List[sqlite3.Row]:
         with self._lock:
