@@ -27,10 +27,13 @@ def _limits(args: argparse.Namespace) -> Any:
     from .webserver import Limits
 
     defaults = Limits()
+    body = args.max_body_bytes or defaults.max_body_bytes
+    decompressed = args.max_decompressed_bytes or defaults.max_decompressed_bytes
     return Limits(
-        max_body_bytes=args.max_body_bytes or defaults.max_body_bytes,
-        max_decompressed_bytes=args.max_decompressed_bytes or defaults.max_decompressed_bytes,
-        budget_bytes=args.memory_budget_bytes or defaults.budget_bytes,
+        max_body_bytes=body,
+        max_decompressed_bytes=decompressed,
+        # Raised caps raise the default budget with them, so that one request at its caps always fits.
+        budget_bytes=args.memory_budget_bytes or max(defaults.budget_bytes, 2 * (body + decompressed)),
         max_concurrent_requests=args.max_concurrent_requests or defaults.max_concurrent_requests,
         header_timeout_s=args.header_timeout or defaults.header_timeout_s,
         body_timeout_s=args.body_timeout or defaults.body_timeout_s,
@@ -93,6 +96,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _receive(args: argparse.Namespace) -> int:
+    if args.api_key:
+        logging.getLogger("promptwall_otel.receiver").warning(
+            "--api-key shows the key in the process list; prefer %s", config.ENV_API_KEY)
     forward_to = args.forward_to or config.env_str(config.ENV_BASE_URL) or config.DEFAULT_BASE_URL
     return _run_receiver(args, forward_to, api_key=args.api_key or config.env_str(config.ENV_API_KEY))
 

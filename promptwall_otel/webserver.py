@@ -68,9 +68,9 @@ class Limits:
     workers: int = 4
 
     def __post_init__(self) -> None:
-        if self.budget_bytes < self.max_body_bytes + 2 * self.max_decompressed_bytes:
-            # A decompressed body is held twice for a moment (its pieces and their join).
-            raise ValueError("budget_bytes must hold one request at its caps (max_body_bytes + 2 × max_decompressed_bytes)")
+        if self.budget_bytes < 2 * (self.max_body_bytes + self.max_decompressed_bytes):
+            # A body is held twice for a moment, raw and decoded alike: its pieces and their join.
+            raise ValueError("budget_bytes must hold one request at its caps: 2 × (max_body_bytes + max_decompressed_bytes)")
 
 
 class Headers(Mapping[str, str]):
@@ -162,6 +162,8 @@ class Request:
                 raise HttpError(413, f"body exceeds {limits.max_body_bytes} bytes")
             await self._service.reserve(self, len(chunk))
             parts.append(chunk)
+        if len(parts) > 1:
+            await self._service.reserve(self, size)  # the joined copy exists beside the pieces
         return b"".join(parts)
 
 

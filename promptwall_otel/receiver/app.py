@@ -42,7 +42,10 @@ class Receiver:
         overrides = {k: v for k, v in (("max_body_bytes", max_body_bytes),
                                        ("max_decompressed_bytes", max_decompressed_bytes)) if v}  # fmt: skip
         if overrides:
-            limits = dataclasses.replace(limits, **overrides)
+            merged = {"max_body_bytes": limits.max_body_bytes, "max_decompressed_bytes": limits.max_decompressed_bytes,
+                      **overrides}  # fmt: skip
+            budget = max(limits.budget_bytes, 2 * (merged["max_body_bytes"] + merged["max_decompressed_bytes"]))
+            limits = dataclasses.replace(limits, budget_bytes=budget, **overrides)
         self.limits = limits
         host, port = _host_port(http_address)
         self.http = ServerThread(ReceiverService(self.core, self.tokens, limits), host, port, name="receiver-http")
