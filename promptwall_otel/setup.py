@@ -62,7 +62,9 @@ def configure(
     return processor
 
 
-_BATCH_ARGS = ("max_queue_size", "schedule_delay_millis", "max_export_batch_size", "export_timeout_millis")
+_BATCH_ARGS = (
+    "max_queue_size", "max_queue_bytes", "schedule_delay_millis", "max_export_batch_size", "export_timeout_millis",
+)
 
 
 def build_pipeline(

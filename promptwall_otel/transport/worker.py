@@ -13,11 +13,17 @@ each batch's fate from the answer:
   while it is down, new batches go straight to the spool instead of waiting;
   when the backoff ends the oldest spooled batch is tried, with or without new
   traffic (``force_flush`` and ``shutdown`` try it at once);
-- **this batch fails while the backend answers** (an empty probe request gets
-  its 400): the batch is split until the culprit is alone; a record that keeps
-  failing gets ``max_attempts`` tries, spaced out, then moves to the dead
-  letters (logged by ``request_id``, counted ``dead_lettered``). It never
-  blocks the other batches and never makes live traffic look like an outage.
+- **this batch fails while the backend answers** (a probe right after the
+  failure is answered): the batch is split until the culprit is alone. The
+  probe re-sends one record the backend already stored (it is skipped as a
+  duplicate, so nothing is stored or billed twice), which proves the write
+  path works; before anything was delivered, an empty batch (refused with
+  400) only proves the backend is up, which is enough to split but not to
+  blame a record. A record whose failures the stored-record probe proved its
+  own ``max_attempts`` times, spaced out, moves to the dead letters (logged
+  by ``request_id``, counted ``dead_lettered``). It never blocks the other
+  batches and never makes live traffic look like an outage; a backend whose
+  writes fail for everyone never dead-letters anything.
 
 Live batches and spooled ones go through the same ``_attempt``; when both are
 waiting the worker alternates, so a backlog drains while live traffic flows.
@@ -51,7 +57,7 @@ Store = Union[Spool, MemorySpool]
 DEFAULT_MAX_BUFFER_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_ATTEMPTS = 5
 _BACKOFF_BASE_S = 0.5
-_BACKOFF_CAP_S = 30.0
+_BACKOFF_CAP_S = 10.0
 _PAUSE_AFTER_REFUSAL_S = 60.0  # a wrong key or URL is not fixed by retrying sooner
 _RESCAN_S = 30.0  # look for batches other processes left in a shared spool folder
 _WAITING_STATUSES = frozenset({429, 503})  # the backend says "later": an outage, not a bad batch
@@ -103,11 +109,8 @@ class SendingWorker:
         self._prefer_store = False
         self._retry_at: Dict[str, float] = {}  # suspect batches (by spool name) and when to try them again
         self._suspects_only = False
-        # Suspect record -> (failures counted, requests delivered at its last failure, tries). A failure counts
-        # toward the dead letters only if other requests were stored since the one before: "fails while
-        # others succeed", not "the backend's write path is broken for everyone".
-        self._attempts: Dict[str, Tuple[int, int, int]] = {}  # (counted failures, delivered then, tries)
-        self._delivered_requests = 0
+        self._attempts: Dict[str, Tuple[int, int]] = {}  # suspect -> (failures proven its own, tries)
+        self._canary: Optional[bytes] = None  # a record the backend stored: re-sending it is a harmless probe
         self._pressure_at = float("-inf")
         self._pressure = False
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -308,7 +311,8 @@ class SendingWorker:
         if verdict is Verdict.DELIVERED and answer.status == 400 and not _rejected_items(answer) and len(lines) > 1:
             verdict = Verdict.TOO_LARGE  # refused as a whole (too many, too big): the halves may pass
         if verdict is Verdict.DELIVERED:
-            self._delivered_requests += 1
+            if answer.status == 200:
+                self._canary = min(lines, key=len)
             self._account(answer, lines)
             if claim is not None:
                 self.stats.add("replayed", len(lines))
@@ -325,12 +329,15 @@ class SendingWorker:
                     self.store.done(claim)
                 return
             self._split(lines, claim)
-        elif verdict is Verdict.RETRY and answer.status not in _WAITING_STATUSES and answer.retry_after_s is None \
-                and len(lines) > 0 and self._backend_answers():  # fmt: skip
-            self._suspect(lines, claim, answer)
         else:
-            self._keep_back(lines, claim)
-            self._backend_down(answer)
+            # No answer, or a 5xx that is not "later": this batch's fault, or the backend's? Ask.
+            proof = self._probe() if verdict is Verdict.RETRY and answer.status not in _WAITING_STATUSES \
+                and answer.retry_after_s is None else None  # fmt: skip
+            if proof is None:
+                self._keep_back(lines, claim)
+                self._backend_down(answer)
+            else:
+                self._suspect(lines, claim, answer, proven=proof)
 
     def _split(self, lines: List[bytes], claim: Optional[Claim]) -> None:
         half = len(lines) // 2
@@ -342,12 +349,15 @@ class SendingWorker:
             self._attempt(lines[:half], None)
             self._attempt(lines[half:], None)
 
-    def _backend_answers(self) -> bool:
-        """An empty request (stores nothing) tells whether the backend is up; it is refused with 400 when it is."""
-        probe = self.client.answers()
-        return probe.verdict in (Verdict.DELIVERED, Verdict.TOO_LARGE)
+    def _probe(self) -> Optional[bool]:
+        """Is the backend up (None: no), and does a real write work (True) or is that unknown (False)?"""
+        canary = self._canary
+        probe = self.client.post(body_of([canary])) if canary is not None else self.client.answers()
+        if probe.verdict not in (Verdict.DELIVERED, Verdict.TOO_LARGE):
+            return None
+        return canary is not None and probe.status == 200
 
-    def _suspect(self, lines: List[bytes], claim: Optional[Claim], answer: Answer) -> None:
+    def _suspect(self, lines: List[bytes], claim: Optional[Claim], answer: Answer, proven: bool) -> None:
         """This batch failed while the backend answers: narrow it down to the record at fault."""
         if claim is None:  # live: it continues from the spool, where attempts are counted by name
             self._keep(lines)
@@ -355,11 +365,10 @@ class SendingWorker:
         if len(lines) > 1:
             self._split(lines, claim)
             return
-        attempts, delivered_then, tries = self._attempts.get(claim.name, (0, -1, 0))
-        if self._delivered_requests > delivered_then:
-            attempts += 1
+        attempts, tries = self._attempts.get(claim.name, (0, 0))
+        attempts += proven
         if attempts < self.max_attempts:
-            self._attempts[claim.name] = (attempts, self._delivered_requests, tries + 1)
+            self._attempts[claim.name] = (attempts, tries + 1)
             self._retry_at[claim.name] = time.monotonic() + backoff_delay(tries)
             self.store.release(claim)
             return
