@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 9), "Python 3.9+ needed"'
@@ -17,6 +17,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The fault suite's long mode: a 10-minute outage at 1,000 spans/s, among others (about 15 minutes).
+soak: $(STAMP)
+	PROMPTWALL_FAULT_MODE=long $(BIN)/python -m pytest -q -s tests/faults
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/app_thread_cost.py

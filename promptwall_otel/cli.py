@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import httpx
 
-from . import config
+from . import config, spool_command
 from .backend.process import READY_PREFIX
 from .backend.server import DEFAULT_PORT
 
@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sessions":
             command.add_argument("session_id", nargs="?", help="replay this session turn by turn")
         command.set_defaults(run=run)
+    spool_command.add_parser(commands)
     return parser
 
 
