@@ -78,7 +78,7 @@ class Backend:
             try:
                 with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10) as conn:
                     rows = conn.execute("SELECT prompt_tokens, json_extract(metadata, '$.gen_ai.response_id') "
-                                        "FROM events").fetchall()  # fmt: skip
+                                        "FROM app_events").fetchall()  # fmt: skip
                 break
             except sqlite3.OperationalError:  # the schema is being created, or a write holds the lock
                 time.sleep(0.1)
