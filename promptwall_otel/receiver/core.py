@@ -167,8 +167,12 @@ class ReceiverCore:
             if len(self._workers) >= self.max_tenants:
                 # Each key gets a thread and a spool: random keys must not exhaust either.
                 raise Overloaded(f"more than {self.max_tenants} distinct PromptWall keys", retry_after_s=60)
-        elif worker.pressure():
-            raise Overloaded("forwarding buffer or spool full", retry_after_s=2)
+        elif worker.pressure(self.max_buffer_bytes // 4):
+            # Forwarding lags: refuse now rather than accept into memory (or spill to disk) what the
+            # backend cannot take as fast; the collector retries. During an outage the worker spools
+            # at once, so this holds only when the spool is nearly full too.
+            raise Overloaded("forwarding is behind (buffer above its high-water mark) or the spool is full",
+                             retry_after_s=1)
 
     def accept_spans(self, views: Sequence[SpanView], tenant: str) -> None:
         """Queue GenAI spans for mapping; raises :class:`Overloaded` if the buffers are full."""

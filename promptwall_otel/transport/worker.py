@@ -144,9 +144,10 @@ class SendingWorker:
     def buffered_bytes(self) -> int:
         return self._buffer_bytes
 
-    def pressure(self) -> bool:
-        """True when more input would only go to disk or be dropped: the buffer is full or the spool nearly so."""
-        if self._buffer_bytes >= self.max_buffer_bytes:
+    def pressure(self, high_water_bytes: Optional[int] = None) -> bool:
+        """True when more input would wait behind ``high_water_bytes`` (default: the buffer's bound) of
+        unsent records, or would only go to a spool that is nearly full."""
+        if self._buffer_bytes >= (high_water_bytes or self.max_buffer_bytes):
             return True
         now = time.monotonic()
         if now - self._pressure_at > 1.0:  # the spool's size costs a scan: at most once a second
