@@ -46,7 +46,7 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 from .._ratelimit import RateLimitedLogger
 from ..record import MAX_BATCH
 from ..stats import ExportStats
-from .encoding import DEFAULT_MAX_BATCH_BYTES, batches, body_of
+from .encoding import DEFAULT_MAX_BATCH_BYTES, body_of
 from .http import Answer, EventsClient, Verdict
 from .spool import Claim, MemorySpool, Spool
 

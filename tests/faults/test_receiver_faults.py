@@ -15,14 +15,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, List, Optional, Set
+from typing import Optional, Set
 
 import httpx
-import pytest
 
 from tests.conftest import API_KEY
 from tests.faults.otlp_load import SPANS_PER_BODY, body, calls_of, template
-from tests.faults.test_delivery_suite import ROOT, Backend, wait_until
+from tests.faults.harness import ROOT, Backend, wait_until
 
 READY = "promptwall-otel receiver listening on http="
 
@@ -48,15 +47,6 @@ class ReceiverProcess:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(30)
-
-
-@pytest.fixture()
-def backend(tmp_path: Path) -> Iterator[Backend]:
-    running = Backend(tmp_path).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def spooled_records(spool: Path) -> int:
