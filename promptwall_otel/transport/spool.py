@@ -35,6 +35,7 @@ import zlib
 from pathlib import Path
 from typing import Deque, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
+from .._ratelimit import RateLimitedLogger
 from ..record import MAX_BATCH
 from .encoding import DEFAULT_MAX_BATCH_BYTES, batches
 
@@ -141,6 +142,8 @@ class Spool:
         self._index: Dict[str, Tuple[int, int]] = {}
         self._indexed_at = float("-inf")
         self._ready = False
+        self._log = RateLimitedLogger(logger)
+        self._dropped_total = 0
 
     def __repr__(self) -> str:
         return f"Spool({str(self.directory)!r}, max_bytes={self.max_bytes})"
@@ -212,8 +215,10 @@ class Spool:
                     continue
                 total -= size
                 dropped += count
-        if dropped:
-            logger.error("spool %s is full (%d bytes): dropped the %d oldest records", self.directory, self.max_bytes, dropped)
+        if dropped:  # once a minute with the figures, however often it happens
+            self._dropped_total += dropped
+            self._log.log(logging.ERROR, "full", "spool %s is full (%d bytes): dropped the %d oldest records "
+                          "(%d since start)", self.directory, self.max_bytes, dropped, self._dropped_total)  # fmt: skip
         return dropped
 
     def size(self) -> int:
@@ -364,6 +369,7 @@ class MemorySpool:
         self._bytes = 0
         self._sequence = itertools.count()
         self._lock = threading.Lock()
+        self._log = RateLimitedLogger(logger)
 
     def __repr__(self) -> str:
         return f"MemorySpool(max_bytes={self.max_bytes})"
@@ -384,8 +390,8 @@ class MemorySpool:
                 self._bytes += size
                 stored += len(part)
         if dropped:
-            logger.error("in-memory retry buffer full (%d bytes, spool off): dropped the %d oldest records",
-                         self.max_bytes, dropped)  # fmt: skip
+            self._log.log(logging.ERROR, "full", "in-memory retry buffer full (%d bytes, spool off): dropped the %d "
+                          "oldest records", self.max_bytes, dropped)  # fmt: skip
         return stored, dropped
 
     def size(self) -> int:

@@ -18,6 +18,7 @@ import json
 import signal
 import sys
 import time
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--poison-at", type=int, default=-1, help="this span's response id contains POISON")
     parser.add_argument("--linger", type=float, default=0.0, help="seconds to stay alive after the last span")
+    parser.add_argument("--otlp", help="send OTLP/HTTP to this collector with the stock exporter instead")
     args = parser.parse_args()
 
     def stop(*_: object) -> None:
@@ -70,7 +72,16 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     provider = TracerProvider(resource=Resource.create({"service.name": "fault-app"}))
     trace.set_tracer_provider(provider)
-    processor = promptwall_otel.configure(schedule_delay_millis=200)
+    if args.otlp:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        processor: Any = BatchSpanProcessor(OTLPSpanExporter(endpoint=args.otlp.rstrip("/") + "/v1/traces"),
+                                            max_queue_size=100_000, schedule_delay_millis=200)  # fmt: skip
+        provider.add_span_processor(processor)
+        processor.stats = lambda: {}
+    else:
+        processor = promptwall_otel.configure(schedule_delay_millis=200)
     tracer = trace.get_tracer("fault-app")
     rss_start = rss_kb("VmRSS:")
     emitted = 0

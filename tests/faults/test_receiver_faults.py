@@ -27,11 +27,11 @@ READY = "promptwall-otel receiver listening on http="
 
 
 class ReceiverProcess:
-    def __init__(self, forward_to: str, spool: Path) -> None:
+    def __init__(self, forward_to: str, spool: Path, port: int = 0) -> None:
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTWALL_", "OTEL_"))}
         environ["PYTHONPATH"] = str(ROOT)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "promptwall_otel", "receive", "--http", "127.0.0.1:0", "--grpc", "off",
+            [sys.executable, "-m", "promptwall_otel", "receive", "--http", f"127.0.0.1:{port}", "--grpc", "off",
              "--forward-to", forward_to, "--spool-dir", str(spool), "--correlation-wait", "0.2"],
             env=environ, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
@@ -182,3 +182,32 @@ def test_receiver_at_twice_its_capacity_keeps_forwarding_and_loses_nothing_it_ac
     assert load.refused > 0, "twice the capacity must be refused in part"
     rows, distinct, tokens = backend.stored(run)
     assert rows == distinct == acked and tokens == len(load.acked) * calls_of(0)[1]
+
+
+def test_receiver_restarted_behind_a_real_collector_loses_nothing(backend: Backend, tmp_path: Path) -> None:
+    """app → rotel → receiver (SIGTERMed mid-stream, back on its port a second later) → backend."""
+    sys.path.insert(0, str(ROOT / "examples" / "collector"))
+    from run_rotel import rotel_output, start_rotel, stop_rotel, wait_ready
+
+    from tests.faults.harness import free_port
+    from tests.faults.test_delivery_suite import App, expected
+
+    run = uuid.uuid4().hex[:10]
+    port, grpc_port, http_port = free_port(), free_port(), free_port()
+    spool = tmp_path / "receiver-spool"
+    receiver = ReceiverProcess(backend.url, spool, port)
+    rotel = start_rotel(grpc_port, http_port, receiver.url, {"X-API-Key": API_KEY})
+    try:
+        wait_ready(rotel, grpc_port, http_port)
+        app = App(backend.url, tmp_path / "app-spool", run, "--count", "5000", "--rate", "500",
+                  "--otlp", f"http://127.0.0.1:{http_port}")  # fmt: skip
+        time.sleep(4)
+        receiver.stop()
+        time.sleep(1)
+        receiver = ReceiverProcess(backend.url, spool, port)
+        assert app.wait()["emitted"] == 5000
+        assert wait_until(lambda: backend.stored(run)[0] >= 5000, 60, 0.5), (backend.stored(run), rotel_output(rotel))
+    finally:
+        stop_rotel(rotel)
+        receiver.stop()
+    assert backend.stored(run) == expected(range(5000))
