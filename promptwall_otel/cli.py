@@ -294,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # uvicorn warns once per malformed request (already answered 400): under attack that floods the log.
+    logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     return int(args.run(args))
 
