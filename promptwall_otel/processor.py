@@ -22,6 +22,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
 from opentelemetry import baggage, trace
 from opentelemetry.context import Context
+from opentelemetry.context import get_current as _current_context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from . import config
@@ -42,6 +43,10 @@ _ASSUMED_SPAN_BYTES = 4096  # until the first batch has been measured
 # or the attribute keys the export thread iterates while mapping) moves a cache line between
 # cores on every use: in place that tripled on_end's cost for GenAI spans.
 _MARKERS = frozenset(list(GENAI_MARKERS))
+try:  # the context key baggage lives under: one dict lookup instead of baggage.get_all's proxy
+    from opentelemetry.baggage import _BAGGAGE_KEY
+except ImportError:  # pragma: no cover - a future API without it: look it up the public way
+    _BAGGAGE_KEY = next(k for k, v in baggage.set_baggage("k", "v", Context()).items() if isinstance(v, dict))
 _OPERATION = "gen_ai.operation.name"
 
 
@@ -144,6 +149,7 @@ class PromptWallSpanProcessor(SpanProcessor):
         self._queue_limit = self._limit_for(_ASSUMED_SPAN_BYTES)
         self._contexts = self.exporter.contexts
         self._inherited = self._contexts.entries  # the dict itself: its truth test costs no Python call
+        self._last_baggage: Tuple[Any, Optional[Inherited]] = (None, None)  # (baggage dict, what it lends)
         self._log = RateLimitedLogger(logger)
         self._start_worker()
         weak_reinit = weakref.WeakMethod(self._after_fork)
@@ -177,23 +183,31 @@ class PromptWallSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         """Record what this span inherits: its ancestors' ids (from their live attributes) and baggage.
 
-        Baggage is visible in every descendant's own context, so only spans that
-        look like GenAI at start read it; ordinary spans pay one dict lookup.
+        Baggage is read for every span, not only those that look like GenAI at
+        start: instrumentations built on opentelemetry-util-genai start their
+        span bare and set ``gen_ai.*`` when the call ends, and by then the
+        baggage around the call is gone. That read is one context lookup; the
+        baggage dict is immutable and shared by every span under it, so what it
+        says is worked out once per dict, and a span gets an entry only when
+        the baggage names a session, user, use case, team or metadata.
         """
         try:
             base = None
+            ctx = parent_context if parent_context is not None else _current_context()
             parent_span_context = _parent_of(span)
             if parent_span_context is not None:  # roots (most server spans) have no ancestors to read
                 if self._inherited:
                     base = self._inherited.get(parent_span_context.span_id)
-                attributes = _live_attributes(trace.get_current_span(parent_context))
+                attributes = _live_attributes(trace.get_current_span(ctx))
                 if attributes and not INHERITED_KEY_SET.isdisjoint(attributes):
                     base = _inherited_from(attributes, base)
-            if _is_genai(span):
-                bag = baggage.get_all(parent_context)
-                if bag:  # the span's own ancestors' attributes win over baggage
-                    from_baggage = _inherited_from(bag, None, with_metadata=True)
-                    base = _overlay(from_baggage, base) if from_baggage else base
+            bag = ctx.get(_BAGGAGE_KEY)
+            if bag:
+                last = self._last_baggage  # one tuple, replaced whole: safe across app threads
+                if last[0] is not bag:
+                    last = self._last_baggage = (bag, _inherited_from(bag, None, with_metadata=True))
+                if last[1] is not None:  # the span's own ancestors' attributes win over baggage
+                    base = _overlay(last[1], base)
             if base is not None:
                 self._contexts.put(span.context.span_id, base)
         except Exception:  # never into the app

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List
@@ -103,3 +106,72 @@ def test_a_trace_is_forgotten_when_its_request_span_ends(backend: LocalBackend, 
     assert len(ledger) == 0 and len(processor._open_traces) == 0
     provider.shutdown()
     assert processor.stats()["exported"] == 4
+
+
+# A real instrumentation that starts its span bare and sets every gen_ai.* attribute when the call
+# finishes: the official OpenAI one in its latest-conventions mode (opentelemetry-util-genai). It reads
+# its settings at import, hence a process of its own.
+_LATE_GENAI_APP = """
+import os, sys
+os.environ.update(OTEL_SEMCONV_STABILITY_OPT_IN="gen_ai_latest_experimental",
+                  OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="span_only")
+import openai
+from opentelemetry import baggage, context, trace
+from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+import promptwall_otel
+
+backend_url, llm_url, spool_dir, marker = sys.argv[1:5]
+provider = TracerProvider()
+trace.set_tracer_provider(provider)
+promptwall_otel.configure(api_key="%s", base_url=backend_url, spool_dir=spool_dir)
+OpenAIInstrumentor().instrument()
+client = openai.OpenAI(base_url=llm_url + "/v1", api_key="sk-fake", max_retries=0)
+ctx = baggage.set_baggage("session.id", "bag-session")
+ctx = baggage.set_baggage("user.id", "bag-user", ctx)
+ctx = baggage.set_baggage("promptwall.metadata.run", marker, ctx)
+token = context.attach(ctx)
+stream = client.chat.completions.create(model="gpt-4o-mini", stream=True, stream_options={"include_usage": True},
+                                        messages=[{"role": "user", "content": "Stream a greeting please"}])
+print("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
+context.detach(token)
+provider.shutdown()
+""" % API_KEY
+
+
+def test_baggage_reaches_a_call_whose_span_becomes_genai_after_it_started(
+    backend: LocalBackend, fake_llm: str, tmp_path: Path
+) -> None:
+    """The span has no gen_ai.* attribute at start (so on_start cannot know it is an LLM call); the
+    baggage around it must still reach its record."""
+    marker = uuid.uuid4().hex
+    done = subprocess.run([sys.executable, "-c", _LATE_GENAI_APP, backend.url, fake_llm, str(tmp_path), marker],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "Echo: Stream a greeting please"
+    response = httpx.get(backend.url + "/api/console/requests", params={"metadata.run": marker},
+                         headers={"X-API-Key": API_KEY})  # fmt: skip
+    (record,) = response.json()["requests"]
+    assert (record["session_id"], record["end_user_id"]) == ("bag-session", "bag-user")
+    assert record["prompt_tokens"] == 4 and record["answer"] == "Echo: Stream a greeting please"
+
+
+def test_baggage_reaches_a_span_that_becomes_genai_later_and_its_children(backend: LocalBackend, tmp_path: Path) -> None:
+    """Without an instrumentation: a bare span that gets gen_ai.* after start, under a child and as a root."""
+
+    def scenario(tracer: Any) -> None:
+        token = context.attach(baggage.set_baggage("promptwall.user_id", "u-bag", baggage.set_baggage("session.id", "s-bag")))
+        try:
+            with tracer.start_as_current_span("outer"):
+                with tracer.start_as_current_span("chat") as span:  # a child, GenAI only once it ends
+                    span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini"})
+            with tracer.start_as_current_span("chat") as span:  # a root, same
+                span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                                     "session.id": "own-session"})  # fmt: skip
+        finally:
+            context.detach(token)
+
+    child, root = records(backend, tmp_path, scenario)
+    assert (child["session_id"], child["end_user_id"]) == ("s-bag", "u-bag")
+    assert (root["session_id"], root["end_user_id"]) == ("own-session", "u-bag"), "the span's own attribute wins"
