@@ -402,6 +402,10 @@ def _messages_metadata(inputs: List[Message], outputs: List[Message], options: M
                 longest = length
         if "tool_calls" in message:
             size += sum(len(call["name"]) + len(call["arguments"]) + 32 for call in message["tool_calls"])
+        if "reasoning" in message:
+            size += len(message["reasoning"])
+        if "tool_results" in message:
+            size += sum(len(result) + 8 for result in message["tool_results"])
         if size > budget:
             return None
     if longest * 4 > cap:  # rare: copy only then, the messages are shared with the rest of the record

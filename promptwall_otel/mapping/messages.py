@@ -2,8 +2,14 @@
 
 Semantic-convention parts (``{role, parts: [{type: text, content}]}``),
 OpenAI chat messages (``{role, content, tool_calls}``), the 1.28 message
-events, AI SDK parts (``{type: text, text}``) all become one :data:`Message` dict;
-the record then only needs "the latest user turn" and "the first answer".
+events, AI SDK parts (``{type: text, text}``) and OpenAI Responses-API
+payloads (a ``response`` object, alone or in a list, and its typed input and
+output items) all become one :data:`Message` dict; the record then only needs
+"the latest user turn" and "the first answer".
+
+Invariants: a tool's result is never a ``user`` turn's text (it becomes a
+``tool`` message, or a ``tool_results`` entry of the message that carried it),
+and reasoning is never an answer (it goes to ``reasoning``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ ToolCall = Tuple[str, str]
 """(name, arguments as text)."""
 
 Message = Dict[str, Any]
-"""``{"role", "content"?, "tool_calls"?: [{"name", "arguments"}], "finish_reason"?}``.
+"""``{"role", "content"?, "tool_calls"?: [{"name", "arguments"}], "tool_results"?, "reasoning"?, "finish_reason"?}``.
 
 A plain dict in exactly the shape ``metadata.gen_ai.messages`` carries: the
 record then uses the messages as they are, with no second set of objects
@@ -68,6 +74,8 @@ def content_text(content: Any) -> str:
         kind = content.get("type")
         if kind in (None, "text", "input_text", "output_text") or "text" in content:
             return text(content.get("text", content.get("content"))) or ""
+        if kind == "refusal":  # Responses API: the model declined; that is its answer
+            return text(content.get("refusal")) or ""
         return ""
     if isinstance(content, (list, tuple)):
         return "\n".join(filter(None, (content_text(part) for part in content)))
@@ -117,6 +125,10 @@ def from_parts_message(raw: Mapping[str, Any], default_role: str) -> Message:
 def _fill_from_parts(item: Message, parts: Any) -> None:
     texts: List[str] = []
     calls: List[Dict[str, str]] = []
+    results: List[str] = []
+    # A tool's return value is the text of a tool message only; under any other role (some producers
+    # put it in a user message) it is kept aside, so it never reads as what the user wrote.
+    results_are_text = item["role"] == "tool"
     for part in parts or ():
         if type(part) is not dict:
             continue
@@ -129,12 +141,46 @@ def _fill_from_parts(item: Message, parts: Any) -> None:
             if name:
                 calls.append({"name": name, "arguments": arguments_text(part.get("arguments"))})
         elif kind == "tool_call_response":
-            texts.append(content_text(arguments_text(part.get("response", part.get("result")))))
+            (texts if results_are_text else results).append(_result_text(part.get("response", part.get("result"))))
+        elif kind == "reasoning":
+            _add_reasoning(item, clean_content(part.get("content")))
     body = texts[0] if len(texts) == 1 else "\n".join(filter(None, texts))
     if body:
         item["content"] = body
     if calls:
         item["tool_calls"] = calls
+    _add_results(item, results)
+
+
+_TOOL_RESULT_PARTS = frozenset({"tool_result", "tool-result", "tool_call_response", "function_call_output"})
+"""Content parts that carry a tool's return value: Anthropic, AI SDK, semconv, Responses API."""
+
+
+def _result_text(value: Any) -> str:
+    """A tool result as text: strings and text parts as they are, anything else as compact JSON."""
+    if isinstance(value, (str, bytes, list, tuple)):
+        found = content_text(value)
+        if found or isinstance(value, (str, bytes)):
+            return found
+    return content_text(arguments_text(value))
+
+
+def _part_result(part: Mapping[str, Any]) -> str:
+    for key in ("content", "output", "result", "response"):
+        if part.get(key) is not None:
+            return _result_text(part[key])
+    return ""
+
+
+def _add_results(item: Message, results: List[str]) -> None:
+    results = [r for r in results if r]
+    if results:
+        item["tool_results"] = results
+
+
+def _add_reasoning(item: Message, body: str) -> None:
+    if body:
+        item["reasoning"] = item["reasoning"] + "\n" + body if "reasoning" in item else body
 
 
 def from_chat_message(raw: Mapping[str, Any], default_role: str) -> Message:
@@ -152,9 +198,76 @@ def from_chat_message(raw: Mapping[str, Any], default_role: str) -> Message:
         return item
     content = raw.get("content")
     calls = _tool_calls(raw.get("tool_calls"))
-    if isinstance(content, (list, tuple)):  # AI SDK parts may carry tool calls
+    role = text(raw.get("role")) or default_role
+    results: List[str] = []
+    if isinstance(content, (list, tuple)):  # AI SDK parts may carry tool calls; several formats tool results
         calls += [c for c in (_tool_call(p) for p in content if isinstance(p, dict) and p.get("type") == "tool-call") if c]
-    return message(text(raw.get("role")) or default_role, content_text(content), calls, text(raw.get("finish_reason")))
+        results = [_part_result(p) for p in content if isinstance(p, dict) and p.get("type") in _TOOL_RESULT_PARTS]
+    body = content_text(content)
+    if role == "tool" and not body:
+        body, results = "\n".join(filter(None, results)), []
+    item = message(role, body, calls, text(raw.get("finish_reason")))
+    _add_results(item, results)
+    return item
+
+
+_RESPONSE_ITEMS = frozenset({
+    "message", "function_call", "function_call_output", "custom_tool_call", "custom_tool_call_output", "reasoning",
+    # built-in tools: no conversation text of their own
+    "web_search_call", "file_search_call", "computer_call", "computer_call_output", "code_interpreter_call",
+    "image_generation_call", "local_shell_call", "local_shell_call_output", "shell_call", "shell_call_output",
+    "apply_patch_call", "apply_patch_call_output", "mcp_call", "mcp_list_tools", "mcp_approval_request",
+    "mcp_approval_response", "item_reference", "compaction",
+})  # fmt: skip
+"""``type`` of the OpenAI Responses API's input and output items."""
+
+
+def _response_item(raw: Mapping[str, Any], default_role: str) -> Optional[Message]:
+    """One Responses-API input or output item; None for items with no conversation text."""
+    kind = raw.get("type")
+    if kind == "message":
+        return from_chat_message(raw, default_role)
+    if kind in ("function_call", "custom_tool_call"):
+        name = text(raw.get("name"))
+        return message("assistant", tool_calls=[(name, arguments_text(raw.get("arguments", raw.get("input"))))]) if name else None
+    if kind in ("function_call_output", "custom_tool_call_output"):
+        return message("tool", _result_text(raw.get("output")))
+    if kind == "reasoning":  # summaries when the model gives them, else its reasoning text
+        item: Message = {"role": "assistant"}
+        _add_reasoning(item, content_text(raw.get("summary")) or content_text(raw.get("content")))
+        return item
+    return None
+
+
+def is_response(raw: Any) -> bool:
+    """A Responses-API response object (``{"object": "response", "output": [...]}``)."""
+    return type(raw) is dict and raw.get("object") == "response" and type(raw.get("output")) is list
+
+
+def response_message(raw: Mapping[str, Any]) -> Message:
+    """A whole response as one assistant message, as a chat completion's choice is one: its output
+    messages' text, its function calls, its reasoning summaries."""
+    merged: Message = {"role": "assistant"}
+    texts: List[str] = []
+    calls: List[Dict[str, str]] = []
+    for entry in raw["output"]:
+        item = _response_item(entry, "assistant") if type(entry) is dict else None
+        if item is None:
+            continue
+        if "content" in item:
+            texts.append(item["content"])
+        calls.extend(item.get("tool_calls", ()))
+        _add_reasoning(merged, item.get("reasoning", ""))
+    body = "\n".join(texts) or content_text(raw.get("output_text"))
+    if body:
+        merged["content"] = body
+    if calls:
+        merged["tool_calls"] = calls
+    incomplete = raw.get("incomplete_details")
+    reason = text(incomplete.get("reason")) if type(incomplete) is dict else None
+    if reason:
+        merged["finish_reason"] = reason
+    return merged
 
 
 def messages_from(value: Any, default_role: str = "user") -> List[Message]:
@@ -175,19 +288,31 @@ def messages_from(value: Any, default_role: str = "user") -> List[Message]:
         body = content_text(parsed)
         return [message(default_role, body)] if body else []
     if isinstance(parsed, dict):
+        if is_response(parsed):
+            return [response_message(parsed)]
         for key in ("messages", "choices"):
             if isinstance(parsed.get(key), list):
                 return messages_from(parsed[key], default_role)
         if "prompt" in parsed or "system" in parsed:  # AI SDK ai.prompt
             out = [message("system", content_text(parsed["system"]))] if parsed.get("system") else []
             return out + messages_from(parsed.get("prompt"), default_role)
+        if "input" in parsed and ("model" in parsed or "instructions" in parsed):  # a Responses-API request
+            out = [message("system", content_text(parsed["instructions"]))] if parsed.get("instructions") else []
+            return out + messages_from(parsed["input"], default_role)
         parsed = [parsed]
     if not isinstance(parsed, (list, tuple)):
         return []
     out: List[Message] = []
     for item in parsed:
         if isinstance(item, dict):
-            out.append(from_chat_message(item, default_role))
+            if is_response(item):
+                out.append(response_message(item))
+            elif item.get("type") in _RESPONSE_ITEMS:
+                found = _response_item(item, default_role)
+                if found is not None:
+                    out.append(found)
+            else:
+                out.append(from_chat_message(item, default_role))
         elif isinstance(item, str) and item.strip():
             out.append(message(default_role, item))
     return out
@@ -203,14 +328,19 @@ def system_instructions(value: Any) -> List[Message]:
 
 
 def prompt_of(messages: Sequence[Message]) -> Optional[str]:
-    """The latest user turn's text; without user turns, the last message's."""
+    """The latest user turn's text; without user turns, the last message's that is not a tool result.
+
+    A user message holding only a tool result has no text (the result is in
+    ``tool_results``), so the prompt is the turn the user wrote before it.
+    """
     last: Optional[str] = None
     for item in reversed(messages):
         body = item.get("content")
         if body:
-            if item["role"] == "user":
+            role = item["role"]
+            if role == "user":
                 return body
-            if last is None:
+            if last is None and role != "tool":
                 last = body
     return last
 

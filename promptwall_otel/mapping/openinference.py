@@ -3,6 +3,9 @@
 The kind is explicit (``openinference.span.kind``); ``llm.model_name`` is the
 response model; the request model and parameters live only in the
 ``llm.invocation_parameters`` JSON; the response id only in ``output.value``.
+``output.value`` may hold a whole provider response (a chat completion, or a
+Responses-API object, alone or in a one-element list): ``messages`` reads it
+through ``messages.messages_from``, which knows those shapes.
 """
 
 from __future__ import annotations
@@ -74,9 +77,13 @@ def messages(attrs: Mapping[str, Any]) -> Tuple[List[Message], List[Message]]:
 
 
 def _output_json(attrs: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    """``output.value`` as an object; a list holding one object (the OpenAI Agents SDK wraps its
+    generation's Responses-API object so) counts as that object."""
     if "json" not in str(attrs.get("output.mime_type", "")):
         return None
     parsed = parse_json(attrs.get("output.value"))
+    if isinstance(parsed, list) and len(parsed) == 1:
+        parsed = parsed[0]
     return parsed if isinstance(parsed, Mapping) else None
 
 
