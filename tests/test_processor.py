@@ -60,13 +60,41 @@ def test_nearest_ancestor_wins_and_baggage_comes_last(backend: LocalBackend, tmp
             with tracer.start_as_current_span("outer", attributes={"promptwall.team_id": "team-outer"}):
                 with tracer.start_as_current_span("inner", attributes={"promptwall.team_id": "team-inner"}):
                     chat(tracer)
-            chat(tracer, **{"gen_ai.conversation.id": "own-conversation"})
+            chat(tracer, **{"session.id": "own-session"})
         finally:
             context.detach(token)
 
     first, second = records(backend, tmp_path, scenario)
     assert first["team_id"] == "team-inner" and first["session_id"] == "from-baggage"
-    assert second["session_id"] == "own-conversation", "the span's own attribute wins over baggage"
+    assert second["session_id"] == "own-session", "the span's own attribute wins over baggage"
+
+
+def test_the_applications_session_beats_a_generated_conversation_id(backend: LocalBackend, tmp_path: Path) -> None:
+    """An agent framework that sets a fresh gen_ai.conversation.id on its agent and chat spans every run
+    does not replace the session the application set on its request span or in baggage."""
+
+    def agent_run(tracer: Any, run: str) -> None:
+        with tracer.start_as_current_span("invoke_agent helper", attributes={
+                "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "helper",
+                "gen_ai.conversation.id": run}):  # fmt: skip
+            chat(tracer, **{"gen_ai.conversation.id": run})
+
+    def scenario(tracer: Any) -> None:
+        with tracer.start_as_current_span("POST /chat", attributes={"session.id": "app-session"}):
+            agent_run(tracer, "run-1f3a")
+        token = context.attach(baggage.set_baggage("promptwall.session_id", "bag-session"))
+        try:
+            agent_run(tracer, "run-9c2e")
+        finally:
+            context.detach(token)
+        agent_run(tracer, "run-77d0")  # no session from the application: the conversation id is the session
+
+    under_span, under_baggage, alone = records(backend, tmp_path, scenario)
+    assert under_span["session_id"] == "app-session"
+    assert under_span["metadata"]["gen_ai"]["conversation_id"] == "run-1f3a"
+    assert under_baggage["session_id"] == "bag-session"
+    assert under_baggage["metadata"]["gen_ai"]["conversation_id"] == "run-9c2e"
+    assert alone["session_id"] == "run-77d0" and "conversation_id" not in alone["metadata"]["gen_ai"]
 
 
 def test_ordinary_spans_leave_nothing_behind(backend: LocalBackend, tmp_path: Path) -> None:

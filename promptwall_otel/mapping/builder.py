@@ -64,8 +64,12 @@ _COST_KEYS = semconv.COST + openinference.COST
 _RESPONSE_ID_KEYS = semconv.RESPONSE_ID + vercel.RESPONSE_ID
 
 METADATA_PREFIX = "promptwall.metadata."
-_SESSION_KEYS = ("promptwall.session_id",) + semconv.CONVERSATION + openinference.SESSION + openllmetry.SESSION \
-    + vercel.SESSION + ("langfuse.session.id", "gcp.vertex.agent.session_id")  # fmt: skip
+# Sessions the application names itself (a context manager, association properties, telemetry
+# metadata), and conversation ids that agent frameworks often generate per run: an application's
+# session, on the span, an ancestor or in baggage, beats a conversation id (docs/mapping.md, session_id).
+_SESSION_KEYS = ("promptwall.session_id",) + openinference.SESSION + openllmetry.SESSION + vercel.SESSION \
+    + ("langfuse.session.id",)  # fmt: skip
+_CONVERSATION_KEYS = semconv.CONVERSATION + ("gcp.vertex.agent.session_id",)
 _USER_KEYS = ("promptwall.user_id",) + openinference.USER + ("enduser.id",) + openllmetry.USER_ID + vercel.USER \
     + ("langfuse.user.id",) + semconv.USER + openllmetry.USER + ("enduser.pseudo.id",)  # fmt: skip
 
@@ -91,6 +95,7 @@ FIELDS = Lookup({
     "agent": semconv.AGENT_NAME + openinference.AGENT_NAME + logfire.AGENT_NAME,
     "workflow": ("gen_ai.workflow.name",) + openllmetry.WORKFLOW_NAME + vercel.FUNCTION_ID,
     "session": _SESSION_KEYS,
+    "conversation": _CONVERSATION_KEYS,
     "user": _USER_KEYS,
     "use_case": ("promptwall.use_case",),
     "team_id": ("promptwall.team_id",),
@@ -106,6 +111,7 @@ association properties, AI SDK telemetry metadata)."""
 # Attributes (on an ancestor span, or baggage entries) whose values descendants inherit, in priority order.
 INHERITED_KEYS = {
     **{key: "session_id" for key in _SESSION_KEYS},
+    **{key: "conversation_id" for key in _CONVERSATION_KEYS},
     **{key: "user_id" for key in _USER_KEYS},
     "promptwall.use_case": "use_case",
     "promptwall.team_id": "team_id",
@@ -131,11 +137,12 @@ _DEDUPE_WINDOW_NS = 10_000_000_000
 class Inherited(NamedTuple):
     """What a span inherits from its ancestors or baggage (captured in-process at span start)."""
 
-    session_id: Optional[str] = None
+    session_id: Optional[str] = None  # a session the application named
     user_id: Optional[str] = None
     use_case: Optional[str] = None
     team_id: Optional[str] = None
     metadata: Mapping[str, Any] = {}
+    conversation_id: Optional[str] = None  # a framework's conversation id: a session only without one above
 
 
 def is_genai(attributes: Mapping[str, Any]) -> bool:
@@ -484,7 +491,9 @@ def build_event(
 
     _fill_cost(event, found, tokens, model, request_model, options)
 
-    session = text(get("session")) or inherited.session_id or text(resource.get("promptwall.session_id"))
+    conversation = text(get("conversation")) or inherited.conversation_id
+    session = text(get("session")) or inherited.session_id or conversation \
+        or text(resource.get("promptwall.session_id"))  # fmt: skip
     user = text(get("user")) or inherited.user_id or text(resource.get("promptwall.user_id"))
     if session:
         event["session_id"] = session[:256]
@@ -514,6 +523,8 @@ def build_event(
         gen_ai["request_model"] = request_model
     if response_id:
         gen_ai["response_id"] = response_id
+    if conversation and conversation != session:  # outranked by the application's session: kept, not lost
+        gen_ai["conversation_id"] = conversation[:256]
     if reasons:
         gen_ai["finish_reasons"] = reasons
     params = _request_params(attrs, plan, dialect)
