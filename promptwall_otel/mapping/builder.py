@@ -61,7 +61,7 @@ _CACHE_READ_KEYS = semconv.CACHE_READ + openinference.CACHE_READ + vercel.CACHE_
 _CACHE_WRITE_KEYS = semconv.CACHE_WRITE + openinference.CACHE_WRITE
 _REASONING_KEYS = semconv.REASONING + openllmetry.REASONING + openinference.REASONING + vercel.REASONING
 _COST_KEYS = semconv.COST + openinference.COST
-_RESPONSE_ID_KEYS = semconv.RESPONSE_ID + vercel.RESPONSE_ID
+RESPONSE_ID_KEYS = semconv.RESPONSE_ID + vercel.RESPONSE_ID
 
 METADATA_PREFIX = "promptwall.metadata."
 # Sessions the application names itself (a context manager, association properties, telemetry
@@ -88,7 +88,7 @@ FIELDS = Lookup({
     "cache_write": _CACHE_WRITE_KEYS,
     "reasoning": _REASONING_KEYS,
     "cost": _COST_KEYS,
-    "response_id": _RESPONSE_ID_KEYS,
+    "response_id": RESPONSE_ID_KEYS,
     "finish_reasons": vercel.FINISH_REASON + ("llm.finish_reason",),
     "ttft_seconds": (semconv.TTFT_SECONDS,),
     "ttft_ms": vercel.TTFT_MS,

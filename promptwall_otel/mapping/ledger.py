@@ -5,16 +5,22 @@ that two instrumentations wrapped the same client call. This ledger remembers,
 per trace and within bounds, which inference spans were billed, and applies
 the rules of ``docs/mapping.md`` ("Billing rules"). It does no I/O; it is the
 only piece of the mapping that keeps state, and that state is a bounded cache.
+
+Invariants: a batch never yields two records with one ``request_id`` (records
+sharing one are merged, the fullest leading); a ``request_id`` already handed
+out in an earlier batch is never handed out again (the backend keeps the first
+it stored, so a later copy could only be skipped there).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter, OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .builder import Classification, Inherited, SpanClass, build_event, classify
+from .builder import RESPONSE_ID_KEYS, Classification, Inherited, SpanClass, build_event, classify
 from .options import MappingOptions
 from .view import LogView, SpanView
 
@@ -22,6 +28,9 @@ LogsFor = Callable[[SpanView], Sequence[LogView]]
 InheritedFor = Callable[[SpanView], Inherited]
 
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
+_SENT_IDS = 20_000  # response-keyed request ids remembered across batches (a copy comes seconds later at most)
+
+logger = logging.getLogger("promptwall_otel")
 
 
 class _Trace:
@@ -60,6 +69,40 @@ def merge_duplicate(primary: Dict[str, Any], other: Dict[str, Any]) -> Dict[str,
     return primary
 
 
+def _fullness(event: Dict[str, Any]) -> Tuple[bool, bool, int]:
+    """How much a record of a call holds: usage first, then content, then how many fields it fills."""
+    return (_has_tokens(event), "prompt" in event or "answer" in event,
+            len(event) + len(event.get("metadata", {}).get("gen_ai", ())))  # fmt: skip
+
+
+def _merge_same_request_ids(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Records of one batch that share a ``request_id`` (one call seen by two instrumentations in two
+    traces, keyed by its response id) as one record: the fullest leads, the others fill what it lacks."""
+    seen: Dict[str, int] = {}
+    out: List[Dict[str, Any]] = []
+    for record in records:
+        index = seen.get(record["request_id"])
+        if index is None:
+            seen[record["request_id"]] = len(out)
+            out.append(record)
+            continue
+        kept = out[index]
+        primary, other = (record, kept) if _fullness(record) > _fullness(kept) else (kept, record)
+        out[index] = merge_duplicate(dict(primary), other)
+    return out
+
+
+def _candidate_id(view: SpanView) -> Any:
+    """The response id a span's record may be keyed by, read cheaply; ``...`` when only mapping can
+    tell (OpenInference keeps it inside ``output.value``)."""
+    attrs = view.attributes
+    for key in RESPONSE_ID_KEYS:
+        value = attrs.get(key)
+        if value is not None:
+            return value if type(value) is str else ...
+    return ... if "output.value" in attrs else None
+
+
 def _primary_first(a: Dict[str, Any], b: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Which record of a duplicate pair leads: the one with usage, then the one keyed by response id."""
 
@@ -78,6 +121,8 @@ class TraceLedger:
         self._ttl_s = ttl_s
         self._max_calls = max_calls_per_trace
         self._lock = threading.Lock()
+        # response-keyed request_id -> fullness of the record handed out, for copies in later batches
+        self._sent: "OrderedDict[str, Tuple[bool, bool, int]]" = OrderedDict()
 
     def _trace(self, trace_id: int) -> _Trace:
         traces = self._traces
@@ -126,6 +171,13 @@ class TraceLedger:
             calls = [view for view, classification in classified if classification.span_class is SpanClass.INFERENCE]
             call_ids = {view.span_id for view in calls}
             call_parents = {view.parent_span_id for view in calls}
+            # A response-keyed record is emitted early only if no other call of the batch can share its
+            # key: its response id is unique here, and no span hides one where only mapping finds it.
+            candidates = Counter(_candidate_id(view) for view in calls)
+            shared_ids = ... in candidates
+            unique_id = candidates.__getitem__
+        else:
+            shared_ids, unique_id = True, None
         spans_per_trace = Counter(view.trace_id for view, _ in classified)
         out: List[Dict[str, Any]] = []
         # span_id -> record emitted in this batch, so a duplicate arriving later can merge into it
@@ -144,11 +196,17 @@ class TraceLedger:
                 event = build_event(view, logs, inherited, options, classification)
                 if event is None:
                     continue
+                keyed = event["request_id"].startswith("gen-")
+                if keyed and event["request_id"] in self._sent:
+                    self._late_copy(event)
+                    continue  # the call was handed out in an earlier batch: the backend keeps that one
+                early = emit is not None and (not keyed or (not shared_ids and unique_id(_candidate_id(view)) == 1))
                 if view.parent_span_id is None and spans_per_trace[view.trace_id] == 1 and view.trace_id not in self._traces:
                     # A call that is a whole trace by itself (the usual outside a request): nothing to merge
                     # with, and nothing to remember once its root (itself) has ended.
-                    if emit is not None:
-                        emit(event)
+                    if early:
+                        self._sending(event)
+                        emit(event)  # type: ignore[misc]
                     else:
                         out.append(event)
                     continue
@@ -179,8 +237,9 @@ class TraceLedger:
                     self._remember_id(trace, twin_id, merged)
                     continue
                 self._remember(trace, view, event)
-                if emit is not None and view.parent_span_id not in call_ids and view.span_id not in call_parents:
-                    emit(event)  # nothing later in this batch can be its twin
+                if early and view.parent_span_id not in call_ids and view.span_id not in call_parents:
+                    self._sending(event)
+                    emit(event)  # type: ignore[misc]  # nothing later in this batch can be its twin
                     continue
                 out.append(event)
                 in_batch[view.span_id] = event
@@ -192,7 +251,25 @@ class TraceLedger:
                     trace = self._traces.get(view.trace_id)
                     if trace is not None and trace.aggregate_request_id is None:
                         del self._traces[view.trace_id]
+            out = _merge_same_request_ids(out)
+            for event in out:
+                self._sending(event)
         return out
+
+    def _late_copy(self, event: Dict[str, Any]) -> None:
+        """A copy of a call whose record an earlier batch handed out is dropped; if it held more than
+        that record (content or usage it lacked), the loss is logged."""
+        if _fullness(event) > self._sent[event["request_id"]]:
+            logger.info("call %s: a fuller copy came in a later batch than its first record; the backend keeps "
+                        "the first", event["request_id"])  # fmt: skip
+
+    def _sending(self, event: Dict[str, Any]) -> None:
+        request_id = event["request_id"]
+        if request_id.startswith("gen-"):
+            sent = self._sent
+            sent[request_id] = _fullness(event)
+            if len(sent) > _SENT_IDS:
+                sent.popitem(last=False)
 
     def forget(self, trace_ids: Sequence[int]) -> None:
         """Drop traces whose root has ended, unless a billed aggregate must still be seen by a late call."""

@@ -175,3 +175,49 @@ def test_traces_not_seen_for_a_while_are_forgotten() -> None:
     time.sleep(0.1)
     ledger.map_batch([span(2, 1, chat(), trace=2)], OPTIONS)
     assert list(ledger._traces) == [2]
+
+
+# --- one call instrumented twice in separate traces: one request_id, the fullest record -------------
+
+RID = "chatcmpl-0123456789abcdef"
+
+
+def sdk_span(trace: int, span_id: int = 1) -> SpanView:
+    """A provider SDK's own span of the call: usage, no content."""
+    return span(span_id, None, chat((9, 5), response_id=RID), trace=trace)
+
+
+def instrumented_span(trace: int, span_id: int = 1) -> SpanView:
+    """An instrumentation's span of the same call, in a trace of its own: usage and content."""
+    messages = {"gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "text", "content": "Hi"}]}]',
+                "gen_ai.output.messages": '[{"role": "assistant", "parts": [{"type": "text", "content": "Hello"}]}]',
+                "user.id": "u-1"}  # fmt: skip
+    return span(span_id, None, chat((9, 5), response_id=RID, **messages), trace=trace, start=1_002)
+
+
+def test_records_sharing_a_request_id_merge_and_the_fullest_leads() -> None:
+    for order in ((sdk_span(1), instrumented_span(2)), (instrumented_span(2), sdk_span(1))):
+        emitted: List[Dict[str, Any]] = []
+        held = TraceLedger().map_batch(list(order), OPTIONS, emit=emitted.append)
+        (record,) = emitted + held
+        assert (record["prompt"], record["answer"], record["end_user_id"]) == ("Hi", "Hello", "u-1")
+        assert billed([record]) == 14
+        assert record["metadata"]["otel"]["trace_id"] == f"{2:032x}", "the instrumentation's span leads"
+        assert record["metadata"]["otel"]["duplicate_spans"] == [f"{1:016x}"]
+
+
+def test_a_response_id_seen_once_in_a_batch_is_still_emitted_early() -> None:
+    emitted: List[Dict[str, Any]] = []
+    held = TraceLedger().map_batch([sdk_span(1), span(1, None, chat(response_id="chatcmpl-other-0123456789"), trace=3)],
+                                   OPTIONS, emit=emitted.append)  # fmt: skip
+    assert len(emitted) == 2 and held == []
+
+
+def test_a_copy_in_a_later_batch_is_never_sent_again() -> None:
+    """The backend keeps the first record it stored under a request_id: a later copy is dropped (and,
+    when it held more than the first, logged)."""
+    ledger = TraceLedger()
+    (first,) = ledger.map_batch([sdk_span(1)], OPTIONS)
+    assert ledger.map_batch([instrumented_span(2)], OPTIONS) == []
+    assert ledger.map_batch([sdk_span(5)], OPTIONS) == []
+    assert "prompt" not in first and billed([first]) == 14
