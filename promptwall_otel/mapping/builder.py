@@ -409,16 +409,28 @@ def _messages_metadata(inputs: List[Message], outputs: List[Message], options: M
                 longest = length
         if "tool_calls" in message:
             size += sum(len(call["name"]) + len(call["arguments"]) + 32 for call in message["tool_calls"])
-        if "reasoning" in message:
-            size += len(message["reasoning"])
-        if "tool_results" in message:
-            size += sum(len(result) + 8 for result in message["tool_results"])
+        if "reasoning" in message or "tool_results" in message:  # texts too, capped like the content
+            for extra in (message.get("reasoning", ""), *message.get("tool_results", ())):
+                length = len(extra)
+                size += (length if length < cap else cap) + 8
+                if length > longest:
+                    longest = length
         if size > budget:
             return None
     if longest * 4 > cap:  # rare: copy only then, the messages are shared with the rest of the record
-        inputs, outputs = ([{**m, "content": truncate(m["content"], cap)} if "content" in m else m for m in side]
-                           for side in (inputs, outputs))  # fmt: skip
+        inputs, outputs = ([_capped(m, cap) for m in side] for side in (inputs, outputs))
     return {"input": inputs, "output": outputs}
+
+
+def _capped(message: Message, cap: int) -> Message:
+    """A copy of ``message`` with each of its texts cut to ``cap`` bytes."""
+    copy = dict(message)
+    for key in ("content", "reasoning"):
+        if key in copy:
+            copy[key] = truncate(copy[key], cap)
+    if "tool_results" in copy:
+        copy["tool_results"] = [truncate(result, cap) for result in copy["tool_results"]]
+    return copy
 
 
 def build_event(

@@ -189,3 +189,19 @@ def test_tool_results_in_chat_formats(messages: List[Dict[str, Any]]) -> None:
     assert record is not None and record["prompt"] == "What is the weather in Paris?"
     last = gen_ai(record)["messages"]["input"][-1]
     assert "Sunny" in (last.get("content") or last["tool_results"][0])
+
+
+def test_tool_results_and_reasoning_are_capped_like_content() -> None:
+    options = MappingOptions(max_content_bytes=64, max_messages_bytes=16384)
+    long = "x" * 1000
+    record = build_event(semconv_span(
+        parts("user", "Hi"),
+        {"role": "user", "parts": [{"type": "tool_call_response", "id": "c", "response": long}]},
+    ), options=options)  # fmt: skip
+    assert record is not None
+    (result,) = record["metadata"]["gen_ai"]["messages"]["input"][-1]["tool_results"]
+    assert result.startswith("x" * 10) and len(result.encode()) < 200
+    reasoning = build_event(llm_span("Hi", response_json({**REASONING, "summary": [{"type": "summary_text", "text": long}]})),
+                            options=options)  # fmt: skip
+    assert reasoning is not None
+    assert len(reasoning["metadata"]["gen_ai"]["messages"]["output"][0]["reasoning"].encode()) < 200
