@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.procstat import cpu_seconds  # noqa: E402
 KEY = "pk_bench"
 
 
@@ -38,12 +41,6 @@ def batch(run: str, n: int, size: int) -> bytes:
         "integration_id": "otel:bench@1", "status": "ok", "latency_ms": 1200,
     } for i in range(size)]  # fmt: skip
     return gzip.compress(json.dumps({"events": events}).encode())
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

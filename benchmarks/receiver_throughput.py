@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples" / "collector"))
 
 from benchmarks.app_thread_cost import KEY, genai_attributes  # noqa: E402
+from benchmarks.procstat import cpu_seconds, peak_rss_mib  # noqa: E402
 from benchmarks.sinks import Sinks  # noqa: E402
 
 
@@ -71,20 +72,6 @@ def requests_bodies(count: int, per_request: int, run: str) -> List[bytes]:
                     attribute.value.string_value = f"chatcmpl-{run}-{serial:010d}"
         bodies.append(gzip.compress(request.SerializeToString(), 6))
     return bodies
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def load(url: str, bodies: List[bytes], seconds: float, connections: int, rate: Optional[float]) -> Dict[str, Any]:

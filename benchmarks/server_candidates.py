@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.procstat import cpu_seconds  # noqa: E402
 BODY = json.dumps({"request_id": "r" * 20, "model": "gpt-4o-mini", "prompt": "p" * 900, "prompt_tokens": 12}).encode()
 
 SERVERS = {
@@ -93,12 +96,6 @@ print(f"http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
 web.run_app(app, sock=sock, print=None, access_log=None)
 """,
 }
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def drive(url: str, seconds: float, connections: int) -> List[float]:
