@@ -26,9 +26,9 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from .._ratelimit import RateLimitedLogger
 from ..mapping import Inherited, LogView, MappingOptions, SpanClass, SpanView, classify
@@ -44,6 +44,7 @@ logger = logging.getLogger("promptwall_otel.receiver")
 
 _LAST_CONTENT_EVENTS = frozenset({CHOICE_EVENT, DETAILS_EVENT})
 _KEY_FILE = "tenant.key"
+_SPANS_PER_TICK = 2000  # a few MB of records: well under the forwarding buffer's high-water mark
 
 
 class Overloaded(Exception):
@@ -76,7 +77,7 @@ class ReceiverCore:
         mapping: Optional[MappingOptions] = None,
         spool_root: Optional[str] = None,
         correlation_wait_s: float = 2.0,
-        max_pending_spans: int = 50_000,
+        max_pending_spans: int = 20_000,
         max_buffer_bytes: int = 16 * 1024 * 1024,
         spool_max_bytes: int = config.DEFAULT_SPOOL_MAX_BYTES,
         max_tenants: int = 64,
@@ -98,7 +99,14 @@ class ReceiverCore:
         self.stats = ExportStats()
         self.counters: Dict[str, int] = {"spans_received": 0, "logs_received": 0, "spans_rejected": 0}
         self._lock = threading.Lock()
-        self._pending: "OrderedDict[Tuple[str, int], _Pending]" = OrderedDict()
+        # Spans waiting, by (tenant, span id); their traces, by (tenant, trace id), in arrival order; each
+        # trace's deadline in the order they fall due; the traces that changed since the last look. The
+        # flusher's work per tick is what arrived or fell due, not everything that waits.
+        self._pending: Dict[Tuple[str, int], _Pending] = {}
+        self._traces: Dict[Tuple[str, int], List[Tuple[str, int]]] = {}
+        self._deadlines: Deque[Tuple[float, Tuple[str, int], List[Tuple[str, int]]]] = deque()
+        self._changed: Set[Tuple[str, int]] = set()
+        self._overdue: Dict[Tuple[str, int], List[Tuple[str, int]]] = {}  # fell due while their tenant was held back
         self._content: "OrderedDict[Tuple[str, int], List[LogView]]" = OrderedDict()
         # (tenant, trace_id) -> {span_id: (parent_span_id, inherited from its own attributes)}
         self._lineage: "OrderedDict[Tuple[str, int], Dict[int, Tuple[Optional[int], Optional[Inherited]]]]" = OrderedDict()
@@ -184,6 +192,10 @@ class ReceiverCore:
                 self._worker(tenant)
             for view in views:
                 self._remember_lineage(tenant, view)
+                trace_key = (tenant, view.trace_id)
+                members = self._traces.get(trace_key)
+                if members is not None:
+                    self._changed.add(trace_key)  # perhaps an ancestor its waiting spans inherit from
                 span_class = classify(view).span_class
                 if span_class not in (SpanClass.INFERENCE, SpanClass.AGGREGATE):
                     continue
@@ -193,7 +205,15 @@ class ReceiverCore:
                 logs = self._content.get(key)
                 if logs and any(log.event_name in _LAST_CONTENT_EVENTS for log in logs):
                     complete = True
+                if key in self._pending:
+                    continue  # the same span sent twice (a collector's retry): it waits once
                 self._pending[key] = _Pending(view, tenant, now + self.correlation_wait_s, complete)
+                if members is None:
+                    members = self._traces[trace_key] = []
+                    self._deadlines.append((now + self.correlation_wait_s, trace_key, members))
+                members.append(key)
+                if complete:
+                    self._changed.add(trace_key)
 
     def accept_logs(self, logs: Sequence[LogView], tenant: str) -> None:
         self.admit(tenant)
@@ -213,6 +233,7 @@ class ReceiverCore:
                 pending = self._pending.get(key)
                 if pending is not None and log.event_name in _LAST_CONTENT_EVENTS:
                     pending.complete = True
+                    self._changed.add((tenant, pending.view.trace_id))
 
     def _remember_lineage(self, tenant: str, view: SpanView) -> None:
         key = (tenant, view.trace_id)
@@ -253,39 +274,87 @@ class ReceiverCore:
 
     # --- mapping and forwarding ----------------------------------------------
 
-    def _ready(self, now: float) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:
-        """Pending spans to map now, a whole trace at a time.
+    def _ready(self, now: float, held: "frozenset[str]" = frozenset(),
+               budget: int = 1 << 62) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:  # fmt: skip
+        """Pending spans to map now, a whole trace at a time (none of the ``held`` tenants'), about
+        ``budget`` spans at most: one tick never maps more than the forwarding buffer should take at once.
 
-        A trace is released when one of its spans has waited its full time, or
+        A trace is released when its first span has waited its full time, or
         when every pending span of it has its content and its ancestors. Never
         releasing part of a trace keeps spans in the order they ended, which the
         ledger's billing rules rely on (children end before their parents).
         """
         ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]] = {}
         with self._lock:
-            traces: Dict[Tuple[str, int], List[Tuple[Tuple[str, int], _Pending]]] = {}
-            for key, pending in self._pending.items():
-                traces.setdefault((pending.tenant, pending.view.trace_id), []).append((key, pending))
-            for members in traces.values():
-                if all(now < pending.deadline for _, pending in members):
-                    if not all(pending.complete for _, pending in members):
-                        continue
-                    lineage = [self._inherited(pending.tenant, pending.view) for _, pending in members]
-                    if not all(rooted for _, rooted in lineage):
-                        continue  # content is here; give the ancestors the rest of the wait
-                for key, pending in members:
-                    del self._pending[key]
+            due: List[Tuple[str, int]] = []
+            spans = 0
+            for key in [key for key in self._overdue if key[0] not in held]:
+                if spans >= budget:
+                    break
+                spans += len(self._overdue.pop(key))
+                due.append(key)
+            deadlines = self._deadlines
+            while deadlines and deadlines[0][0] <= now and spans < budget:
+                _, trace_key, members = deadlines.popleft()
+                if self._traces.get(trace_key) is not members:
+                    continue  # released early; the trace id may have waiting spans again under a new entry
+                if trace_key[0] in held:
+                    self._overdue[trace_key] = members
+                else:
+                    due.append(trace_key)
+                    spans += len(members)
+            for trace_key in list(self._changed):
+                if spans >= budget:
+                    break
+                if trace_key[0] in held:
+                    continue
+                self._changed.discard(trace_key)
+                members = self._traces.get(trace_key)
+                if members is None or trace_key in self._overdue or trace_key in due:
+                    continue
+                waiting = [self._pending[key] for key in members]
+                if all(p.complete for p in waiting) and all(self._inherited(p.tenant, p.view)[1] for p in waiting):
+                    due.append(trace_key)
+                    spans += len(members)
+            for trace_key in due:
+                for key in self._traces.pop(trace_key, ()):
+                    pending = self._pending.pop(key)
                     inherited, _ = self._inherited(pending.tenant, pending.view)
                     ready.setdefault(pending.tenant, []).append((pending.view, self._content.pop(key, []), inherited))
         return ready
 
-    def _flush_loop(self) -> None:
-        while not self._closed.wait(0.05):
-            self.flush(force=False)
+    def _release_all(self) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:
+        with self._lock:
+            self._deadlines.clear()
+            self._overdue.clear()
+            self._changed.clear()
+            for trace_key in self._traces:
+                self._deadlines.append((0.0, trace_key, self._traces[trace_key]))
+        return self._ready(float("inf"))
 
-    def flush(self, force: bool = True) -> None:
-        """Map what is ready (everything, when ``force``) and hand it to the senders."""
-        ready = self._ready(float("inf") if force else time.monotonic())
+    def _flush_loop(self) -> None:
+        busy = False
+        while not self._closed.wait(0.0 if busy else 0.05):
+            try:
+                busy = self.flush(force=False)
+            except Exception:  # the loop must go on: what waits would otherwise never be forwarded
+                busy = False
+                self._log.log(logging.ERROR, "flush", "receiver: forwarding failed", exc_info=True)
+
+    def flush(self, force: bool = True) -> bool:
+        """Map what is ready (everything, when ``force``) and hand it to the senders.
+
+        A tenant whose forwarding buffer is above its high-water mark is held
+        back: its spans wait (and new ones get 503 once the waiting set is at
+        its bound) rather than be mapped into memory or onto disk faster than
+        the backend takes them.
+        """
+        if force:
+            ready = self._release_all()
+        else:
+            high_water = self.max_buffer_bytes // 4
+            held = frozenset(tenant for tenant, worker in list(self._workers.items()) if worker.pressure(high_water))
+            ready = self._ready(time.monotonic(), held, _SPANS_PER_TICK)
         for tenant, items in ready.items():
             # Spans in the order they ended: children before parents, as the ledger expects.
             items.sort(key=lambda item: item[0].end_ns)
@@ -303,6 +372,7 @@ class ReceiverCore:
                 with self._lock:
                     worker = self._worker(tenant)
                 worker.offer(self._encoder.many(records))
+        return sum(len(items) for items in ready.values()) >= _SPANS_PER_TICK
 
     def snapshot(self) -> Dict[str, int]:
         with self._lock:

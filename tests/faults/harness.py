@@ -47,6 +47,13 @@ class Backend:
             self._running.stop()
             self._running = None
 
+    def count(self) -> int:
+        """Rows stored, all runs (cheap enough to sample every second under load)."""
+        if not self.db.exists():
+            return 0
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10) as conn:
+            return int(conn.execute("SELECT count(*) FROM app_events").fetchone()[0])
+
     def stored(self, run: str) -> Tuple[int, int, int]:
         """(rows, distinct calls, prompt tokens) of this run's calls, read from the database itself."""
         if not self.db.exists():
