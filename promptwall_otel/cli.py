@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import httpx
 
 from . import config, spool_command
-from .backend.process import READY_PREFIX
+from .backend.process import CONSOLE_PREFIX, READY_PREFIX
 from .backend.server import DEFAULT_PORT
 
 RECEIVER_READY_PREFIX = "promptwall-otel receiver listening on "
@@ -83,6 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
     _require_server_extra()
     server = _backend(args, args.port).start()
     print(READY_PREFIX + server.url, flush=True)
+    print(CONSOLE_PREFIX + server.url + "/", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -123,6 +124,8 @@ def _run_receiver(args: argparse.Namespace, forward_to: str, api_key: Optional[s
     grpc_text = f"127.0.0.1:{receiver.grpc_port}" if receiver.grpc_port else "off"
     print(f"{RECEIVER_READY_PREFIX}http={receiver.http_url} grpc={grpc_text} forwarding to {receiver.core.endpoint}",
           flush=True)  # fmt: skip
+    if backend is not None:  # dev: after the two ready lines, which scripts read in that order
+        print(CONSOLE_PREFIX + backend.url + "/", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -14,6 +14,7 @@ import threading
 from typing import IO, List, Optional, Sequence
 
 READY_PREFIX = "promptwall-otel backend listening on "
+CONSOLE_PREFIX = "promptwall-otel console (open in a browser): "
 
 
 class LocalBackend:

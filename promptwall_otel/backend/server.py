@@ -25,6 +25,7 @@ from ..serving import HttpError, api_key_from
 from ..webserver import HttpService, Limits, Request, Response, ServerThread, json_response
 from .apps import Apps, Caller
 from .checks import NonFinite, storage_errors
+from .console import Console, is_loopback
 from .store import BadCursor, EventStore, json_path
 
 logger = logging.getLogger("promptwall_otel.backend")
@@ -149,6 +150,9 @@ class BackendService(HttpService):
         self.config = config
         self.store = store or EventStore(config.db)
         self.apps = Apps(config.api_keys, self.store.salt(), anonymous_key=config.anonymous_key)
+        # Keyless console login reads every App: only where the API has no keys to protect and only
+        # this machine can connect (the API itself takes any key then).
+        self.console = Console(self.store, self.apps, keyless=not config.api_keys and is_loopback(config.host))
 
     def close(self) -> None:
         super().close()
@@ -159,6 +163,8 @@ class BackendService(HttpService):
 
     async def handle(self, request: Request) -> Response:
         path = request.path
+        if self.console.owns(path):
+            return await self.console.handle(self, request)
         if request.method == "POST":
             if path != "/v1/events":
                 raise HttpError(404, "not found")

@@ -131,6 +131,9 @@ class EventStore:
         end_user_id: Optional[str] = None,
         model: Optional[str] = None,
         metadata: Optional[Mapping[str, str]] = None,
+        provider: Optional[str] = None,
+        status: Optional[str] = None,
+        use_case: Optional[str] = None,
     ) -> Tuple[List[Dict[str, Any]], Optional[str]]:
         """Newest first, one page, and the cursor of the next (None at the end).
 
@@ -138,7 +141,8 @@ class EventStore:
         each key must be a valid JSON path label (:func:`json_path`).
         """
         where, params = _scope(app)
-        for column, value in (("session_id", session_id), ("end_user_id", end_user_id), ("model", model)):
+        for column, value in (("session_id", session_id), ("end_user_id", end_user_id), ("model", model),
+                              ("provider", provider), ("status", status), ("use_case", use_case)):  # fmt: skip
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -170,6 +174,52 @@ class EventStore:
         sql = f"SELECT * FROM app_events WHERE {' AND '.join(where)} ORDER BY started_at ASC, seq ASC LIMIT ?"
         params.append(limit + 1)
         return self._page(sql, params, limit)
+
+    def event(self, app: Optional[str], request_id: str) -> Optional[Dict[str, Any]]:
+        """One stored event by its ``request_id`` within ``app`` (the admin: the newest of that id in any App)."""
+        where, params = _scope(app)
+        where.append("request_id = ?")
+        params.append(request_id)
+        rows = self._query(f"SELECT * FROM app_events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT 1", params)
+        return _event_from_row(rows[0]) if rows else None
+
+    def overview(self, app: Optional[str], since: Optional[str], bucket_chars: int) -> Dict[str, Any]:
+        """The Observability page's figures for events started at or after ``since`` (None: all).
+
+        ``bucket_chars`` is how much of ``started_at`` names a chart bucket
+        (13: the hour, 10: the day). Latency percentiles are nearest-rank over
+        the events that carry a latency.
+        """
+        where, params = _scope(app)
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(since)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        sums = """COUNT(*) AS events, TOTAL(prompt_tokens) AS prompt_tokens, TOTAL(completion_tokens) AS completion_tokens,
+                  TOTAL(total_tokens) AS total_tokens, CASE WHEN COUNT(cost_usd) THEN TOTAL(cost_usd) END AS llm_cost_usd,
+                  TOTAL(status = 'error') AS errors"""
+        totals = _with_credit(_exact(dict(self._query(f"SELECT {sums} FROM app_events {clause}", params)[0])))
+        latencies = self._query(f"SELECT COUNT(latency_ms) FROM app_events {clause}", params)[0][0]
+        percentiles: Dict[str, Optional[int]] = {}
+        for name, fraction in (("p50_ms", 0.50), ("p95_ms", 0.95)):
+            if not latencies:
+                percentiles[name] = None
+                continue
+            rank = max(1, -(-latencies * int(fraction * 100) // 100))  # nearest rank: ceil(n × p)
+            condition = " AND ".join([*where, "latency_ms IS NOT NULL"])
+            percentiles[name] = self._query(
+                f"SELECT latency_ms FROM app_events WHERE {condition} ORDER BY latency_ms LIMIT 1 OFFSET ?",
+                (*params, rank - 1),
+            )[0][0]
+        by_model = [_with_credit(_exact(dict(row))) for row in self._query(
+            f"""SELECT COALESCE(model, '(unknown)') AS model, COALESCE(provider, '(unknown)') AS provider, {sums}
+                FROM app_events {clause} GROUP BY 1, 2 ORDER BY total_tokens DESC, events DESC""", params)]
+        decisions = {row[0]: row[1] for row in self._query(
+            f"SELECT COALESCE(status, '(none)'), COUNT(*) FROM app_events {clause} GROUP BY 1", params)}
+        series = [_exact(dict(row)) for row in self._query(
+            f"""SELECT substr(started_at, 1, ?) AS bucket, COUNT(*) AS events, TOTAL(total_tokens) AS total_tokens
+                FROM app_events {clause} GROUP BY 1 ORDER BY 1""", (bucket_chars, *params))]
+        return {**totals, **percentiles, "by_model": by_model, "decisions": decisions, "series": series}
 
     def _page(self, sql: str, params: List[Any], limit: int) -> Tuple[List[Dict[str, Any]], Optional[str]]:
         events: List[Dict[str, Any]] = []
