@@ -13,8 +13,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import httpx
 
-from . import config, spool_command
+from . import config, doctor, spool_command
 from .backend.process import CONSOLE_PREFIX, READY_PREFIX
+from .version import __version__
 from .backend.server import DEFAULT_PORT
 
 RECEIVER_READY_PREFIX = "promptwall-otel receiver listening on "
@@ -239,6 +240,7 @@ def _add_limit_args(command: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptwall-otel", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"promptwall-otel {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the local PromptWall-compatible backend")
@@ -291,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("session_id", nargs="?", help="replay this session turn by turn")
         command.set_defaults(run=run)
     spool_command.add_parser(commands)
+    doctor.add_parser(commands)
     return parser
 
 
