@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -151,12 +152,23 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace, route: str, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    key = args.api_key or os.environ.get("PROMPTWALL_API_KEY") or _DEV_KEY
-    response = httpx.get(
-        args.url.rstrip("/") + route, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=10
-    )
+    """GET from the read API; any failure is one line naming the URL and the fix (exit code 1)."""
+    given = args.api_key or os.environ.get("PROMPTWALL_API_KEY")
+    key = given or _DEV_KEY
+    base = args.url.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise SystemExit(f"error: --url {args.url!r} needs http:// or https://, e.g. {_DEFAULT_LOCAL_URL}")
+    try:
+        response = httpx.get(base + route, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"error: cannot reach the backend at {base} ({type(exc).__name__}): is `promptwall-otel serve`"
+                         f" running? Point --url at it if it is elsewhere") from None  # fmt: skip
+    if response.status_code == 401:
+        raise SystemExit("error: the backend refused the key: " + (
+            "check --api-key or PROMPTWALL_API_KEY" if given else
+            "no key given; pass --api-key or set PROMPTWALL_API_KEY (any key works on a backend without configured keys)"))
     if response.status_code != 200:
-        raise SystemExit(f"{route}: HTTP {response.status_code}: {response.text[:200]}")
+        raise SystemExit(f"error: {base}{route}: HTTP {response.status_code}: {response.text[:200]}")
     result: Dict[str, Any] = response.json()
     return result
 
@@ -303,7 +315,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # uvicorn warns once per malformed request (already answered 400): under attack that floods the log.
     logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        asked = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("port", "backend_port", "http", "grpc")
+                 if getattr(args, name, None) not in (None, "", "off", "none")]  # fmt: skip
+        print(f"error: an address is already in use ({', '.join(asked)}): is another promptwall-otel serve, dev or "
+              "receive running? Stop it, or choose other ports (0 picks a free one)", file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
