@@ -63,6 +63,9 @@ class PromptWallSpanExporter(SpanExporter):
     ) -> None:
         key = api_key or config.env_str(config.ENV_API_KEY)
         self.endpoint = config.events_endpoint(base_url, endpoint)
+        if not self.endpoint.startswith(("http://", "https://")):
+            logger.error("PromptWall endpoint %r has no http:// or https://: set %s (or %s) to a full URL; records "
+                         "are kept in the spool until then", self.endpoint, config.ENV_BASE_URL, config.ENV_ENDPOINT)
         extra_headers = dict(config.parse_headers(config.env_str(config.ENV_HEADERS) or ""))
         extra_headers.update(headers or {})
         client = EventsClient(

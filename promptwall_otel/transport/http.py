@@ -103,6 +103,8 @@ class EventsClient:
         body = gzip.compress(payload, compresslevel=1) if self.compression == "gzip" else payload
         try:
             response = self._client.post(self.endpoint, content=body)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            return Answer(Verdict.MISCONFIGURED, None, None, None, f"not a usable URL ({exc}): {self.endpoint!r}")
         except httpx.TimeoutException as exc:
             return Answer(Verdict.RETRY, None, None, None, f"timeout ({type(exc).__name__})")
         except httpx.HTTPError as exc:

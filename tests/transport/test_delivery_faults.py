@@ -315,3 +315,17 @@ def test_shutdown_spools_the_request_in_flight_and_the_batch_behind_it(backend: 
     proxy.always(None)
     assert exporter(proxy.url, tmp_path).force_flush(10_000)
     assert len([e for e in stored_events(backend.url) if run in e["metadata"]["gen_ai"]["response_id"]]) == 15
+
+
+def test_a_url_without_a_scheme_is_said_at_once_and_nothing_is_lost(backend: LocalBackend, tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    host = backend.url.split("://", 1)[1]
+    with caplog.at_level(logging.ERROR, "promptwall_otel"):
+        target = exporter(host, tmp_path)
+        target.export(chat_spans(3))
+        assert not target.force_flush(5_000)
+    assert "has no http:// or https://" in caplog.text and "PROMPTWALL_BASE_URL" in caplog.text
+    assert target.stats_snapshot()["spooled"] == 3 and target.stats_snapshot()["dropped"] == 0
+    target.shutdown()
+    fixed = exporter(backend.url, tmp_path)
+    assert fixed.force_flush(10_000) and fixed.stats_snapshot()["replayed"] == 3
