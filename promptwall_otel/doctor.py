@@ -86,6 +86,24 @@ def _content_capture(dist: str) -> Finding:
     return Finding(None, "content capture: the instrumentation's default")
 
 
+def announce(processor: Any) -> None:
+    """At start-up (``configure()``, ``opentelemetry-instrument``): one INFO line saying where records go, and one
+    warning per known-broken instrumentation pair or content capture left off. Cheap: package metadata only."""
+    import logging
+
+    log = logging.getLogger("promptwall_otel")
+    exporter = processor.exporter
+    log.info("PromptWall: GenAI spans go to %s (spool %r); `promptwall-otel doctor` checks the set-up",
+             exporter.endpoint, exporter.worker.store)  # fmt: skip
+    versions = {dist: _version(dist) for dist in {rule[0] for rule in KNOWN_BROKEN} | {rule[2] for rule in KNOWN_BROKEN}}
+    for text in broken_pairs(versions):
+        log.warning("PromptWall: %s; until then this instrumentation sends nothing", text)
+    if versions.get("opentelemetry-instrumentation-openai-v2") and _content_capture(
+            "opentelemetry-instrumentation-openai-v2").ok is False:  # fmt: skip
+        log.warning("PromptWall: opentelemetry-instrumentation-openai-v2 records no prompts or answers unless "
+                    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true")  # fmt: skip
+
+
 def instrumentations(instrument: bool = True) -> List[Finding]:
     findings: List[Finding] = []
     versions = {dist: _version(dist) for dist in {rule[0] for rule in KNOWN_BROKEN} | {rule[2] for rule in KNOWN_BROKEN}}

@@ -11,6 +11,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from ._stores import ContentStore, ContextStore
+from .doctor import announce
 from .exporter import PromptWallSpanExporter
 from .logs import PromptWallLogProcessor
 from .processor import PromptWallSpanProcessor
@@ -59,6 +60,7 @@ def configure(
     processor, log_processor = build_pipeline(**options)
     tracer.add_span_processor(processor)
     logs.add_log_record_processor(log_processor)
+    announce(processor)
     return processor
 
 

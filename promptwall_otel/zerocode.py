@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._stores import default_content, default_contexts
+from .doctor import announce
 from .exporter import PromptWallSpanExporter
 from .logs import PromptWallLogProcessor
 from .processor import PromptWallSpanProcessor
@@ -47,6 +48,7 @@ class ZeroCodeSpanExporter(SpanExporter):
             exporter = PromptWallSpanExporter(contexts=default_contexts, content=default_content)
             self.processor = _installed["traces"] = PromptWallSpanProcessor(exporter)
             provider.add_span_processor(self.processor)
+            announce(self.processor)
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
         return SpanExportResult.SUCCESS  # the installed processor does the work

@@ -60,3 +60,24 @@ def test_version_flag() -> None:
     from promptwall_otel import __version__
 
     assert done.returncode == 0 and done.stdout.strip() == f"promptwall-otel {__version__}"
+
+
+STARTUP = """
+import logging, promptwall_otel
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+trace.set_tracer_provider(TracerProvider())
+promptwall_otel.configure().shutdown()
+"""
+
+
+def test_configure_says_where_records_go_and_warns_about_content_capture(backend: LocalBackend) -> None:
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith(("PROMPTWALL_", "OTEL_INSTRUMENTATION_GENAI"))}  # fmt: skip
+    environ.update(PYTHONPATH=str(ROOT), PROMPTWALL_API_KEY=API_KEY, PROMPTWALL_BASE_URL=backend.url)
+    done = subprocess.run([sys.executable, "-c", STARTUP], env=environ, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"INFO PromptWall: GenAI spans go to {backend.url}/v1/events" in done.stderr
+    assert "WARNING PromptWall: opentelemetry-instrumentation-openai-v2 records no prompts" in done.stderr
+    assert API_KEY not in done.stderr
