@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from typing import Iterator
 
 import httpx
@@ -24,7 +26,10 @@ def _login(url: str, key: str, **headers: str) -> httpx.Response:
 
 
 def test_serve_prints_the_console_address(keyed: LocalBackend) -> None:
-    assert any(line.startswith(CONSOLE_PREFIX + keyed.url + "/") for line in keyed.output)
+    deadline = time.monotonic() + 10  # printed right after the ready line, which is all start() waits for
+    while not any(line.startswith(CONSOLE_PREFIX + keyed.url + "/") for line in keyed.output):
+        assert time.monotonic() < deadline, keyed.output
+        time.sleep(0.05)
 
 
 def test_pages_need_a_session_and_send_a_strict_policy(keyed: LocalBackend) -> None:
