@@ -82,6 +82,12 @@ class _Session:
     caller: Caller
     label: str
     expires: float
+    view: Optional[str] = None  # the admin's App picker: None is every App
+
+    @property
+    def app(self) -> Optional[str]:
+        """The App whose events the pages show (an App's session: its own, always)."""
+        return self.caller.app if not self.caller.is_admin else self.view
 
 
 class Console:
@@ -105,7 +111,7 @@ class Console:
     @staticmethod
     def owns(path: str) -> bool:
         first = path.split("/", 2)[1]
-        return path == "/" or first in _PAGES or first in ("login", "logout", "static")
+        return path == "/" or first in _PAGES or first in ("login", "logout", "app", "static")
 
     async def handle(self, service: Any, request: Request) -> Response:
         path = request.path
@@ -120,6 +126,9 @@ class Console:
             if path == "/login":
                 data, _ = await request.body(_FORM_TYPES)
                 return self._login(dict(parse_qsl(data.decode("utf-8", "replace"))), session_id)
+            if path == "/app" and session is not None and session_id is not None:
+                data, _ = await request.body(_FORM_TYPES)
+                return self._pick(session_id, session, dict(parse_qsl(data.decode("utf-8", "replace"))))
             if path == "/logout":
                 if session_id is not None:
                     with self._lock:
@@ -139,7 +148,7 @@ class Console:
         if path == "/":
             return _redirect("/observability")
         route = unquote(request.raw_path.decode("latin-1"), errors="replace").rstrip("/")
-        return await service.run(self._page, route, query, session)
+        return await service.run(self._page, route, query, session, here)
 
     # --- sessions -------------------------------------------------------------
 
@@ -153,7 +162,8 @@ class Console:
             if session is None or session.expires < now:
                 self._sessions.pop(session_id, None)
                 return session_id, None
-            self._sessions[session_id] = _Session(session.caller, session.label, now + SESSION_IDLE_S)
+            session = _Session(session.caller, session.label, now + SESSION_IDLE_S, session.view)
+            self._sessions[session_id] = session
             self._sessions.move_to_end(session_id)
         return session_id, session
 
@@ -169,7 +179,7 @@ class Console:
                 return self._html(401, "login.html", keyless=self.keyless, next=next_path, error="That key is not accepted here.")
         else:
             caller = Caller(None)
-        label = caller.app if caller.app is not None else "every App"
+        label = caller.app if caller.app is not None else ("admin key" if key else "no key (every App)")
         session_id = secrets.token_urlsafe(32)
         with self._lock:
             if old_session is not None:
@@ -178,6 +188,16 @@ class Console:
             while len(self._sessions) > MAX_SESSIONS:
                 self._sessions.popitem(last=False)
         return _redirect(next_path, {"Set-Cookie": f"{COOKIE}={session_id}; Path=/; HttpOnly; SameSite=Strict"})
+
+    def _pick(self, session_id: str, session: _Session, form: Dict[str, str]) -> Response:
+        """The admin's App picker: later pages show that App only (an empty choice: every App)."""
+        if not session.caller.is_admin:
+            raise HttpError(403, "only the admin key's session can switch Apps")
+        view = form.get("app") or None
+        with self._lock:
+            if session_id in self._sessions:
+                self._sessions[session_id] = _Session(session.caller, session.label, session.expires, view)
+        return _redirect(_safe_next(form.get("next")))
 
     @staticmethod
     def _same_origin(request: Request) -> None:
@@ -188,9 +208,12 @@ class Console:
 
     # --- pages (worker threads) ----------------------------------------------------
 
-    def _page(self, route: str, query: Dict[str, str], session: _Session) -> Response:
-        app = session.caller.app
-        common = {"who": session.label, "admin": app is None, "query": query}
+    def _page(self, route: str, query: Dict[str, str], session: _Session, here: str) -> Response:
+        app = session.app
+        common: Dict[str, Any] = {"who": session.label, "admin": session.caller.is_admin, "query": query, "here": here,
+                                  "picker": None}  # fmt: skip
+        if session.caller.is_admin:
+            common["picker"] = {"apps": self.store.apps(), "view": session.view}
         try:
             if route == "/observability":
                 return self._html(200, "observability.html", page="observability", **common, **self._observability(app, query))

@@ -183,6 +183,10 @@ class EventStore:
         rows = self._query(f"SELECT * FROM app_events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT 1", params)
         return _event_from_row(rows[0]) if rows else None
 
+    def apps(self) -> List[str]:
+        """The Apps that have events, by name (the admin's App picker)."""
+        return [row[0] for row in self._query("SELECT DISTINCT app FROM app_events ORDER BY app")]
+
     def overview(self, app: Optional[str], since: Optional[str], bucket_chars: int) -> Dict[str, Any]:
         """The Observability page's figures for events started at or after ``since`` (None: all).
 

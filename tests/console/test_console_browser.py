@@ -209,9 +209,17 @@ def test_one_app_cannot_see_another(console: Dict[str, Any], browser: Any) -> No
     # And alpha does not see beta's.
     login(browser, url, ALPHA_KEY, "/traces")
     assert "beta's secret prompt" not in text(browser, "main")
-    # The admin sees both, each with its App.
+    # The admin sees both, each with its App, and can pick one.
     login(browser, url, ADMIN_KEY, "/traces")
     assert "beta's secret prompt" in text(browser, "main") and "alpha" in text(browser, "#traces")
+    picker = browser.find_element(By.ID, "app-picker")
+    assert [o.text for o in picker.find_elements(By.TAG_NAME, "option")] == ["every App", "alpha", "beta"]
+    picker.send_keys("beta")
+    picker.submit()
+    _eventually(lambda: _assert(len(browser.find_elements(By.CSS_SELECTOR, "#traces tbody tr")) <= 2))
+    apps_shown = {r.find_elements(By.CSS_SELECTOR, "td")[1].text for r in browser.find_elements(By.CSS_SELECTOR, "#traces tbody tr")}
+    assert apps_shown == {"beta"}
+    shot(browser, "traces-admin-picker")
 
 
 def test_script_in_an_event_executes_nothing(console: Dict[str, Any], browser: Any) -> None:
