@@ -10,6 +10,7 @@ way PromptWall's Events-mode guide does):
   (c) examples/conversation.py  a multi-turn conversation with a session id and a user id
 
 and prints what PromptWall received: the events, the session replay and the bill.
+At a terminal it then leaves the backend and its web console running until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +36,19 @@ def run(title: str, command: list, env: dict) -> None:
     shown = " ".join(Path(part).name if Path(part).is_file() else part for part in command)
     print(f"\n=== {title}\n$ {shown}")
     subprocess.run(command, env=env, check=True)
+
+
+def keep_running(url: str) -> None:
+    """At a terminal, leave the backend and its console up until Ctrl-C (without one, e.g. in tests, return)."""
+    print(f"""
+=== the backend keeps running: look around, then Ctrl-C to stop (its database is deleted then)
+console:  {url}/   (log in with the demo key {API_KEY})
+your app: PROMPTWALL_BASE_URL={url} PROMPTWALL_API_KEY={API_KEY} python your_app.py""", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print()
 
 
 def main() -> int:
@@ -58,6 +73,8 @@ def main() -> int:
         run("what PromptWall received", [*cli, "events", *read], env)
         run("the conversation, replayed", [*cli, "sessions", "conv-lisbon-weekend", *read], env)
         run("the bill", [*cli, "billing", *read], env)
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            keep_running(backend.url)
     llm.shutdown()
     return 0
 

@@ -271,3 +271,26 @@ def test_login_logout_and_the_cookie(console: Dict[str, Any], browser: Any) -> N
     browser.add_cookie({"name": cookie["name"], "value": cookie["value"], "path": "/"})
     browser.get(url + "/billing")
     assert "/login" in browser.current_url, "logged out: the old session id no longer opens pages"
+
+
+def test_dark_mode_follows_the_system(console: Dict[str, Any], browser: Any) -> None:
+    url = console["url"]
+    login(browser, url, ALPHA_KEY, "/observability?window=all")
+    light = browser.execute_script("return getComputedStyle(document.body).backgroundColor;")
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    try:
+        browser.get(url + "/observability?window=all")
+        dark = browser.execute_script("return getComputedStyle(document.body).backgroundColor;")
+        ink = browser.execute_script("return getComputedStyle(document.querySelector('#kpi-requests')).color;")
+        shot(browser, "observability-dark")
+        browser.get(url + "/traces")
+        shot(browser, "traces-dark")
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    assert light != dark
+    assert _luminance(dark) < 0.2 < _luminance(ink), (dark, ink)
+
+
+def _luminance(css_rgb: str) -> float:
+    red, green, blue = (int(part) for part in css_rgb[css_rgb.index("(") + 1:].rstrip(")").split(",")[:3])
+    return (0.2126 * red + 0.7152 * green + 0.0722 * blue) / 255
