@@ -224,6 +224,7 @@ class Console:
                 if event is None:
                     return self._html(404, "missing.html", page="traces", what="event", **common)
                 return self._html(200, "event.html", page="traces", event=event, timeline=_timeline(event),
+                                  messages=_messages(event), trace_ids=_trace_ids(event),
                                   rate=CREDIT_USD_PER_MILLION_TOKENS, **common)  # fmt: skip
             if route == "/sessions":
                 return self._html(200, "sessions.html", page="sessions", sessions=self.store.sessions(app, PAGE_SIZE * 2),
@@ -367,6 +368,34 @@ def _timeline(event: Dict[str, Any]) -> List[Dict[str, Any]]:
         rows.append({"stage": stage, "offset_ms": offset, "duration_ms": length,
                      "x": round(offset / total * 100, 2), "w": round(max(length / total * 100, 0.5), 2)})  # fmt: skip
     return rows
+
+
+def _trace_ids(event: Dict[str, Any]) -> Dict[str, str]:
+    """The OpenTelemetry ids the mapper kept in ``metadata.otel`` (trace, span, parent span)."""
+    metadata = event.get("metadata")
+    otel = metadata.get("otel") if isinstance(metadata, dict) else None
+    if not isinstance(otel, dict):
+        return {}
+    return {name: str(otel[name]) for name in ("trace_id", "span_id", "parent_span_id") if otel.get(name)}
+
+
+def _messages(event: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The conversation the mapper kept in ``metadata.gen_ai.messages``: role, text, and the rest as JSON."""
+    metadata = event.get("metadata")
+    gen_ai = metadata.get("gen_ai") if isinstance(metadata, dict) else None
+    messages = gen_ai.get("messages") if isinstance(gen_ai, dict) else None
+    if isinstance(messages, dict):  # the mapper's {"input": [...], "output": [...]}
+        messages = [m for side in ("input", "output") if isinstance(messages.get(side), list) for m in messages[side]]
+    shown = []
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        rest = {key: value for key, value in message.items() if key not in ("role", "content")}
+        shown.append({"role": str(message.get("role") or "?"),
+                      "text": content if isinstance(content, str) else "" if content is None else _pretty(content),
+                      "rest": _pretty(rest) if rest else ""})  # fmt: skip
+    return shown
 
 
 def _parse(value: Any) -> Optional[datetime]:

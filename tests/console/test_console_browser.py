@@ -294,3 +294,31 @@ def test_dark_mode_follows_the_system(console: Dict[str, Any], browser: Any) -> 
 def _luminance(css_rgb: str) -> float:
     red, green, blue = (int(part) for part in css_rgb[css_rgb.index("(") + 1:].rstrip(")").split(",")[:3])
     return (0.2126 * red + 0.7152 * green + 0.0722 * blue) / 255
+
+
+def test_an_event_shows_its_messages(console: Dict[str, Any], browser: Any) -> None:
+    url = console["url"]
+    chat = next(e for e in console["events"] if e.get("session_id") == "conv-e2e")
+    messages = chat["metadata"]["gen_ai"]["messages"]["input"] + chat["metadata"]["gen_ai"]["messages"]["output"]
+    login(browser, url, ALPHA_KEY, "/traces/" + quote(chat["request_id"], safe=""))
+    shown = browser.find_elements(By.CSS_SELECTOR, "#messages .message")
+    assert [m.find_element(By.CSS_SELECTOR, ".role").text.lower() for m in shown] == [m["role"] for m in messages]  # CSS capitalises
+    assert "Be brief." in shown[0].text and "Hello from the e2e test" in text(browser, "#messages")
+    assert text(browser, '[data-field="trace_id"]') == chat["metadata"]["otel"]["trace_id"]
+    shot(browser, "event-messages")
+
+
+def test_traces_page_on(console: Dict[str, Any], browser: Any) -> None:
+    url = console["url"]
+    batch = [{"request_id": f"page-{i:03d}", "prompt": f"paged {i}", "model": "pager", "total_tokens": 1} for i in range(60)]
+    reply = httpx.post(url + "/v1/events", json={"events": batch}, headers={"X-API-Key": BETA_KEY})
+    assert reply.status_code == 200 and reply.json()["accepted"] == 60
+    login(browser, url, BETA_KEY, "/traces?model=pager")
+    first = [r.find_elements(By.CSS_SELECTOR, "td")[3].text for r in browser.find_elements(By.CSS_SELECTOR, "#traces tbody tr")]
+    assert len(first) == 50
+    browser.find_element(By.CSS_SELECTOR, "a[rel=next]").click()
+    _eventually(lambda: _assert("cursor=" in browser.current_url, browser.current_url))
+    prompts = [r.find_elements(By.CSS_SELECTOR, "td")[3].text for r in browser.find_elements(By.CSS_SELECTOR, "#traces tbody tr")]
+    assert len(prompts) == 10 and not browser.find_elements(By.CSS_SELECTOR, "a[rel=next]")
+    assert "model=pager" in browser.current_url, "the filter stays on the next page"
+    assert not set(first) & set(prompts) and set(first) | set(prompts) == {f"paged {i}" for i in range(60)}
