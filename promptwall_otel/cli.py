@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
 import signal
@@ -187,7 +188,20 @@ def _clip(value: Any, width: int) -> str:
 
 
 def _events(args: argparse.Namespace) -> int:
-    requests = _get(args, "/api/console/requests", {"limit": args.limit})["requests"]
+    params: Dict[str, Any] = {"limit": args.limit}
+    for name in ("session_id", "end_user_id", "model"):
+        if getattr(args, name):
+            params[name] = getattr(args, name)
+    for pair in args.metadata or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --metadata {pair!r} must be KEY=VALUE")
+        params[f"metadata.{key}"] = value
+    requests = _get(args, "/api/console/requests", params)["requests"]
+    if args.json:
+        for event in requests:
+            print(json.dumps(event, ensure_ascii=False))
+        return 0
     rows = [
         [
             _clip(event.get("started_at", "")[:19].replace("T", " "), 19),
@@ -300,7 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--url", default=_DEFAULT_LOCAL_URL, help="backend base URL")
         command.add_argument("--api-key", help="key for the read API (default: $PROMPTWALL_API_KEY)")
         if name == "events":
-            command.add_argument("--limit", type=int, default=20)
+            command.add_argument("--limit", type=int, default=20, help="newest N events (default 20, at most 1000)")
+            command.add_argument("--session-id", help="only this session's events")
+            command.add_argument("--end-user-id", help="only this user's events")
+            command.add_argument("--model", help="only this model's events")
+            command.add_argument("--metadata", action="append", metavar="KEY=VALUE",
+                                 help="only events whose metadata KEY equals VALUE (repeatable)")
+            command.add_argument("--json", action="store_true", help="one JSON event per line, in full")
         if name == "sessions":
             command.add_argument("session_id", nargs="?", help="replay this session turn by turn")
         command.set_defaults(run=run)

@@ -1,4 +1,4 @@
-"""Ordinary mistakes get one line naming what is wrong and the fix, exit code 1, never a traceback."""
+"""The CLI: ordinary mistakes get one line naming what is wrong and the fix (exit 1, never a traceback); events filters."""
 
 from __future__ import annotations
 
@@ -39,3 +39,23 @@ def test_a_port_in_use(backend: LocalBackend) -> None:
     port = backend.url.rsplit(":", 1)[1]
     error = one_line_error(cli("serve", "--port", port, "--db", ":memory:"))
     assert f"--port {port}" in error and "already in use" in error
+
+
+def test_events_filters_and_json(backend: LocalBackend) -> None:
+    import httpx
+
+    from tests.conftest import API_KEY
+
+    events = [{"request_id": f"cli-filter-{i}", "model": "m-a" if i % 2 else "m-b", "session_id": "cli-s",
+               "prompt_tokens": 1, "metadata": {"tier": "gold" if i < 2 else "free"}} for i in range(4)]  # fmt: skip
+    assert httpx.post(backend.url + "/v1/events", json={"events": events}, headers={"X-API-Key": API_KEY}).status_code == 200
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTWALL_")}
+    environ.update(PYTHONPATH=str(ROOT), PROMPTWALL_API_KEY=API_KEY)
+    done = subprocess.run([sys.executable, "-m", "promptwall_otel", "events", "--url", backend.url, "--json",
+                           "--model", "m-a", "--metadata", "tier=gold"], env=environ, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    import json
+
+    found = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [event["request_id"] for event in found] == ["cli-filter-1"]
