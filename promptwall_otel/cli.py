@@ -67,7 +67,8 @@ def _backend(args: argparse.Namespace, port: int, anonymous_key: Optional[str] =
         logging.getLogger("promptwall_otel.backend").warning(
             "--api-key shows keys in the process list; prefer %s or --keys-file", config.ENV_LOCAL_KEYS)
     server = BackendServer(BackendConfig(host=args.host, port=port, db=_db_path(args), api_keys=keys,
-                                         anonymous_key=anonymous_key, limits=_limits(args)))  # fmt: skip
+                                         anonymous_key=anonymous_key, limits=_limits(args),
+                                         announce_arrivals=not getattr(args, "quiet", True)))  # fmt: skip
     log = logging.getLogger("promptwall_otel.backend")
     apps = sum(1 for name in keys.values() if name != ADMIN)
     if apps:
@@ -276,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", action="append",
                        help=f"accepted key, repeatable; visible in ps: prefer ${config.ENV_LOCAL_KEYS} or --keys-file")
     serve.add_argument("--keys-file", help="file of 'app-name key' lines, one App each ('@admin key': reads all Apps)")
+    serve.add_argument("--quiet", action="store_true",
+                       help="no summary line as events arrive (default: one every 2 s while events arrive)")
     _add_limit_args(serve)
     serve.set_defaults(run=_serve)
 

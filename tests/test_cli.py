@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from promptwall_otel.backend import LocalBackend
 from tests.conftest import ROOT
@@ -59,3 +60,22 @@ def test_events_filters_and_json(backend: LocalBackend) -> None:
 
     found = [json.loads(line) for line in done.stdout.splitlines()]
     assert [event["request_id"] for event in found] == ["cli-filter-1"]
+
+
+def test_serve_says_what_arrives_and_quiet_does_not(tmp_path: object) -> None:
+    import httpx
+
+    with LocalBackend(api_keys=["pk-arrivals"]) as loud, LocalBackend(api_keys=["pk-arrivals"],
+                                                                      extra_args=["--quiet"]) as quiet:  # fmt: skip
+        for backend in (loud, quiet):
+            reply = httpx.post(backend.url + "/v1/events", headers={"X-API-Key": "pk-arrivals"}, json={"events": [
+                {"request_id": "arrive-1", "model": "gpt-4o-mini"}, {"request_id": "arrive-2", "model": "gpt-4o-mini"}]})
+            assert reply.status_code == 200
+        deadline = time.monotonic() + 10
+        while not any("stored 2 events" in line for line in loud.output):
+            assert time.monotonic() < deadline, loud.output
+            time.sleep(0.1)
+        time.sleep(2.5)
+    line = next(line for line in loud.output if "stored 2 events" in line)
+    assert "gpt-4o-mini 2" in line and "pk-arrivals" not in line
+    assert not any("stored" in line and "events" in line for line in quiet.output)

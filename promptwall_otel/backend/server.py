@@ -24,6 +24,7 @@ from ..record import MAX_BATCH, apply_defaults, validate_event
 from ..serving import HttpError, api_key_from
 from ..webserver import HttpService, Limits, Request, Response, ServerThread, json_response
 from .apps import Apps, Caller
+from .arrivals import Arrivals
 from .checks import NonFinite, storage_errors
 from .console import Console, is_loopback
 from .store import BadCursor, EventStore, json_path
@@ -54,6 +55,7 @@ class BackendConfig:
     api_keys: Mapping[str, str] = field(default_factory=dict)
     anonymous_key: Optional[str] = None
     limits: Limits = DEFAULT_LIMITS
+    announce_arrivals: bool = False  # `serve` turns this on (off with --quiet): a summary line as events arrive
 
     def __repr__(self) -> str:  # keys never reach a repr
         return (
@@ -153,9 +155,12 @@ class BackendService(HttpService):
         # Keyless console login reads every App: only where the API has no keys to protect and only
         # this machine can connect (the API itself takes any key then).
         self.console = Console(self.store, self.apps, keyless=not config.api_keys and is_loopback(config.host))
+        self.arrivals = Arrivals() if config.announce_arrivals else None
 
     def close(self) -> None:
         super().close()
+        if self.arrivals is not None:
+            self.arrivals.close()
         self.store.close()
 
     def _caller(self, request: Request) -> Caller:
@@ -186,7 +191,13 @@ class BackendService(HttpService):
         raise HttpError(405, f"method {request.method} not allowed")
 
     def _ingest(self, data: bytes, app: str) -> Tuple[int, bytes]:
-        status, body = ingest(self.store, parse_body(data), app)
+        payload = parse_body(data)
+        status, body = ingest(self.store, payload, app)
+        if self.arrivals is not None and body.get("accepted"):
+            events = payload.get("events", [payload]) if isinstance(payload, dict) else []
+            models = [e.get("model") if isinstance(e, dict) and isinstance(e.get("model"), str) else None
+                      for e in events[: body["accepted"]]] if not body.get("rejected") else []  # fmt: skip
+            self.arrivals.note(app, body["accepted"], models)
         return status, orjson.dumps(body)
 
     def _console(self, route: str, query: Dict[str, str], caller: Caller) -> Response:
