@@ -122,9 +122,39 @@ class PromptWallSpanExporter(SpanExporter):
         """The events these spans map to, encoded, each record as soon as nothing can change it (no I/O).
 
         Few record dicts stay alive this way, so the garbage collections that
-        the application pays for stay short.
+        the application pays for stay short. Never raises: if mapping the batch
+        fails (a producer's input the mapping did not foresee), each trace is
+        mapped alone, then each span of a trace that still fails, so one odd
+        span costs its own record (counted as dropped, logged by ids), not the
+        batch's. What a failed attempt already handed out is kept, and the
+        ledger, which remembers those calls as sent, drops their copies: nothing
+        is doubled.
         """
         lines: List[bytes] = []
+        try:
+            self._encode(spans, lines)
+            return lines
+        except Exception:
+            logger.exception("PromptWall: mapping a batch of %d spans failed; mapping them trace by trace", len(spans))
+        traces: Dict[int, List[ReadableSpan]] = {}
+        for span in spans:
+            traces.setdefault(span.context.trace_id, []).append(span)
+        for members in traces.values():
+            try:
+                self._encode(members, lines)
+                continue
+            except Exception:
+                pass
+            for span in members:
+                try:
+                    self._encode([span], lines)
+                except Exception:
+                    self.stats.add("dropped")
+                    logger.error("PromptWall: span %016x of trace %032x (%r) cannot be mapped; dropped",
+                                 span.context.span_id, span.context.trace_id, span.name)  # fmt: skip
+        return lines
+
+    def _encode(self, spans: Sequence[ReadableSpan], lines: List[bytes]) -> None:
         encode = self.encoder
 
         def emit(record: Dict[str, Any]) -> None:
@@ -134,7 +164,6 @@ class PromptWallSpanExporter(SpanExporter):
 
         for record in self._map(spans, emit):
             emit(record)
-        return lines
 
     def forget_traces(self, trace_ids: Sequence[int]) -> None:
         """These traces' roots ended (the processor saw it): the ledger need not remember them."""

@@ -129,7 +129,7 @@ def _fill_from_parts(item: Message, parts: Any) -> None:
     # A tool's return value is the text of a tool message only; under any other role (some producers
     # put it in a user message) it is kept aside, so it never reads as what the user wrote.
     results_are_text = item["role"] == "tool"
-    for part in parts or ():
+    for part in parts if type(parts) is list else ():  # producers' JSON: anything can stand here
         if type(part) is not dict:
             continue
         kind = part.get("type")

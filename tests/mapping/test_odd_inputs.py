@@ -309,3 +309,12 @@ def test_non_genai_spans(attrs: Dict[str, Any]) -> None:
     assert classify(view).span_class is SpanClass.NONE
     assert build_event(view) is None
     assert build_event(view, [LogView(TRACE, SPAN, "gen_ai.user.message", {"content": "x"})]) is None
+
+
+def test_parts_that_are_not_a_list_are_ignored_not_raised() -> None:
+    """Found by tests/test_properties.py: ``{"parts": true}`` raised TypeError out of the mapping."""
+    from promptwall_otel.mapping.messages import from_parts_message
+
+    for parts in (True, 3, "text", {"type": "text"}, None):
+        message = from_parts_message({"role": "user", "parts": parts}, "user")
+        assert message["role"] == "user" and "content" not in message

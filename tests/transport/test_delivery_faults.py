@@ -329,3 +329,26 @@ def test_a_url_without_a_scheme_is_said_at_once_and_nothing_is_lost(backend: Loc
     target.shutdown()
     fixed = exporter(backend.url, tmp_path)
     assert fixed.force_flush(10_000) and fixed.stats_snapshot()["replayed"] == 3
+
+
+def test_a_span_the_mapping_cannot_handle_costs_its_own_record_only(backend: LocalBackend, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapper bug on one producer's input (injected here) must not lose the rest of the batch."""
+    from promptwall_otel.mapping import ledger
+
+    real = ledger.build_event
+
+    def fails_on_one(view: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(view.attributes.get("gen_ai.response.id", "")).endswith("-000002"):
+            raise TypeError("a shape the mapping did not foresee")
+        return real(view, *args, **kwargs)
+
+    monkeypatch.setattr(ledger, "build_event", fails_on_one)
+    target = exporter(backend.url, tmp_path)
+    spans = chat_spans(5)
+    lines = target.encode_spans(spans)
+    assert len(lines) == 4 and target.stats_snapshot()["dropped"] == 1
+    target.worker.offer(lines)
+    assert target.force_flush(10_000)
+    stored = sorted(e["metadata"]["gen_ai"]["response_id"][-6:] for e in stored_events(backend.url))
+    assert stored == ["000000", "000001", "000003", "000004"]
