@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from . import config
+from ._isolate import map_isolated
 from ._stores import ContentStore, ContextStore, default_content, default_contexts
 from .mapping import MappingOptions, from_readable_span, is_genai_span
 from .mapping.ledger import TraceLedger
@@ -131,27 +132,13 @@ class PromptWallSpanExporter(SpanExporter):
         is doubled.
         """
         lines: List[bytes] = []
-        try:
-            self._encode(spans, lines)
-            return lines
-        except Exception:
-            logger.exception("PromptWall: mapping a batch of %d spans failed; mapping them trace by trace", len(spans))
-        traces: Dict[int, List[ReadableSpan]] = {}
-        for span in spans:
-            traces.setdefault(span.context.trace_id, []).append(span)
-        for members in traces.values():
-            try:
-                self._encode(members, lines)
-                continue
-            except Exception:
-                pass
-            for span in members:
-                try:
-                    self._encode([span], lines)
-                except Exception:
-                    self.stats.add("dropped")
-                    logger.error("PromptWall: span %016x of trace %032x (%r) cannot be mapped; dropped",
-                                 span.context.span_id, span.context.trace_id, span.name)  # fmt: skip
+
+        def dropped(span: ReadableSpan) -> None:
+            self.stats.add("dropped")
+            logger.error("PromptWall: span %016x of trace %032x (%r) cannot be mapped; dropped",
+                         span.context.span_id, span.context.trace_id, span.name)  # fmt: skip
+
+        map_isolated(spans, lambda span: span.context.trace_id, lambda group: self._encode(group, lines), dropped)
         return lines
 
     def _encode(self, spans: Sequence[ReadableSpan], lines: List[bytes]) -> None:

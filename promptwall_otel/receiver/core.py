@@ -36,6 +36,7 @@ from ..mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
 from ..mapping.ledger import TraceLedger
 from ..mapping.semconv import CHOICE_EVENT, CONTENT_EVENTS, DETAILS_EVENT, INPUT_MESSAGES, OUTPUT_MESSAGES
 from .. import config
+from .._isolate import map_isolated
 from ..stats import ExportStats
 from ..transport import EventsClient, RecordEncoder, SendingWorker, Spool
 from ..transport.spool import make_private_dir, write_private
@@ -362,12 +363,18 @@ class ReceiverCore:
             logs = {view.span_id: found for view, found, _ in items}
             inherited = {view.span_id: value for view, _, value in items}
             ledger = self._ledgers.setdefault(tenant, TraceLedger())
-            try:
-                records = ledger.map_batch(views, self.mapping, logs_for=lambda v: logs.get(v.span_id, []),
-                                           inherited_for=lambda v: inherited.get(v.span_id, Inherited()))  # fmt: skip
-            except Exception:
-                self._log.log(logging.ERROR, "map", "receiver: mapping a batch failed", exc_info=True)
-                continue
+            records: List[Dict[str, Any]] = []
+
+            def run(group: Sequence[SpanView]) -> None:
+                records.extend(ledger.map_batch(group, self.mapping, logs_for=lambda v: logs.get(v.span_id, []),
+                                                inherited_for=lambda v: inherited.get(v.span_id, Inherited())))
+
+            def dropped(view: SpanView) -> None:
+                self.stats.add("dropped")
+                self._log.log(logging.ERROR, "map", "receiver: span %016x of trace %032x cannot be mapped; dropped",
+                              view.span_id, view.trace_id)  # fmt: skip
+
+            map_isolated(views, lambda view: view.trace_id, run, dropped)
             if records:
                 with self._lock:
                     worker = self._worker(tenant)

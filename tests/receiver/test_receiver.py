@@ -310,3 +310,24 @@ def test_distinct_keys_are_bounded(behind: LocalBackend, tmp_path: Path) -> None
                                       **{"X-API-Key": f"key-{n}"}).status_code)  # fmt: skip
             time.sleep(0.3)  # let the receiver create the tenant's sender
         assert statuses == [200, 200, 503]
+
+
+def test_a_span_the_mapping_cannot_handle_costs_only_its_own_record(behind: LocalBackend, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptwall_otel.mapping import ledger
+
+    real = ledger.build_event
+
+    def fails_on_one(view: Any, *args: Any, **kwargs: Any) -> Any:
+        if view.attributes.get("gen_ai.response.id") == "chatcmpl-cannot-map-0002":
+            raise TypeError("a shape the mapping did not foresee")  # injected: a mapper bug on one input
+        return real(view, *args, **kwargs)
+
+    monkeypatch.setattr(ledger, "build_event", fails_on_one)
+    with Receiver(behind.url, "127.0.0.1:0", None, correlation_wait_s=0.5, spool_root=str(tmp_path)) as receiver:
+        for n in range(4):
+            assert otlp_post(receiver.http_url + "/v1/traces", chat_request(f"chatcmpl-cannot-map-{n:04d}")).status_code == 200
+        events = wait_for(behind.url, 3)
+        assert receiver.core.stats.snapshot()["dropped"] == 1
+    assert sorted(e["metadata"]["gen_ai"]["response_id"] for e in events) == [
+        "chatcmpl-cannot-map-0000", "chatcmpl-cannot-map-0001", "chatcmpl-cannot-map-0003"]
