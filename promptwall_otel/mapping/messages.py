@@ -153,6 +153,11 @@ def _fill_from_parts(item: Message, parts: Any) -> None:
 
 
 _TOOL_RESULT_PARTS = frozenset({"tool_result", "tool-result", "tool_call_response", "function_call_output"})
+
+
+def _is_one_of(value: Any, names: "frozenset[str]") -> bool:
+    """``value in names`` for a value from a producer's JSON, which may be a list or a dict (unhashable)."""
+    return type(value) is str and value in names
 """Content parts that carry a tool's return value: Anthropic, AI SDK, semconv, Responses API."""
 
 
@@ -202,7 +207,7 @@ def from_chat_message(raw: Mapping[str, Any], default_role: str) -> Message:
     results: List[str] = []
     if isinstance(content, (list, tuple)):  # AI SDK parts may carry tool calls; several formats tool results
         calls += [c for c in (_tool_call(p) for p in content if isinstance(p, dict) and p.get("type") == "tool-call") if c]
-        results = [_part_result(p) for p in content if isinstance(p, dict) and p.get("type") in _TOOL_RESULT_PARTS]
+        results = [_part_result(p) for p in content if isinstance(p, dict) and _is_one_of(p.get("type"), _TOOL_RESULT_PARTS)]
     body = content_text(content)
     if role == "tool" and not body:
         body, results = "\n".join(filter(None, results)), []
@@ -307,7 +312,7 @@ def messages_from(value: Any, default_role: str = "user") -> List[Message]:
         if isinstance(item, dict):
             if is_response(item):
                 out.append(response_message(item))
-            elif item.get("type") in _RESPONSE_ITEMS:
+            elif _is_one_of(item.get("type"), _RESPONSE_ITEMS):
                 found = _response_item(item, default_role)
                 if found is not None:
                     out.append(found)

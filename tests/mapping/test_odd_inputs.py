@@ -318,3 +318,12 @@ def test_parts_that_are_not_a_list_are_ignored_not_raised() -> None:
     for parts in (True, 3, "text", {"type": "text"}, None):
         message = from_parts_message({"role": "user", "parts": parts}, "user")
         assert message["role"] == "user" and "content" not in message
+
+
+def test_unhashable_types_in_message_json_are_ignored_not_raised() -> None:
+    """Found by tests/test_properties.py: ``{"type": []}`` raised TypeError (unhashable) out of the mapping."""
+    from promptwall_otel.mapping.messages import messages_from
+
+    for raw in ('{"type": []}', '[{"type": {}}]', '[{"role": "user", "content": [{"type": []}]}]',
+                '{"output": [{"type": [1]}]}', '[{"object": "response", "output": [{"type": {"a": 1}}]}]'):
+        messages_from(raw, "user")  # must not raise
