@@ -180,14 +180,14 @@ def endpoint() -> List[Finding]:
 
 
 def spool() -> List[Finding]:
-    from .transport.spool import Spool
+    from .transport.spool import Spool, count_of
 
     directory = config.env_str(config.ENV_SPOOL_DIR) or config.default_spool_dir()
     if not Path(directory).is_dir():
         return [Finding(None, f"spool {directory}: empty")]
     store = Spool(directory, config.DEFAULT_SPOOL_MAX_BYTES)
     waiting = store.pending()
-    dead = sum(int(p.name.rsplit("-n", 1)[1].split(".")[0]) for p in store.dead_letters() if "-n" in p.name)
+    dead = sum(count_of(path) for path in store.dead_letters())
     text = f"spool {directory}: {waiting} records waiting, {dead} dead letters"
     if dead:
         text += " (promptwall-otel spool list / replay --dead)"

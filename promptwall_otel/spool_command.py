@@ -17,6 +17,7 @@ from typing import List, Optional
 from . import config
 from .stats import ExportStats
 from .transport import EventsClient, SendingWorker, Spool
+from .transport.spool import count_of
 
 _TENANT_KEY = "tenant.key"
 
@@ -51,20 +52,14 @@ def _list(args: argparse.Namespace) -> int:
         size = sum(size for _, size, _ in batches)
         owner = "receiver tenant" if (folder / _TENANT_KEY).exists() else "app"
         print(f"{folder} ({owner}): {records} records waiting in {len(batches)} batches ({size} bytes); "
-              f"{sum(_count(p) for p in dead)} dead letters")  # fmt: skip
+              f"{sum(count_of(p) for p in dead)} dead letters")  # fmt: skip
         if args.verbose:
             for name, size, count in batches:
                 print(f"  {name}  {count} records  {size} bytes")
             for path in dead:
-                print(f"  dead/{path.name}  {_count(path)} records")
+                print(f"  dead/{path.name}  {count_of(path)} records")
     return 0
 
-
-def _count(path: Path) -> int:
-    try:
-        return int(path.name.rsplit("-n", 1)[1].split(".", 1)[0])
-    except (IndexError, ValueError):
-        return 0
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -57,12 +57,11 @@ class Overloaded(Exception):
 
 
 class _Pending:
-    __slots__ = ("view", "tenant", "deadline", "complete")
+    __slots__ = ("view", "tenant", "complete")
 
-    def __init__(self, view: SpanView, tenant: str, deadline: float, complete: bool) -> None:
+    def __init__(self, view: SpanView, tenant: str, complete: bool) -> None:
         self.view = view
         self.tenant = tenant
-        self.deadline = deadline
         self.complete = complete  # content on the span, or its last content log arrived
 
 
@@ -208,7 +207,7 @@ class ReceiverCore:
                     complete = True
                 if key in self._pending:
                     continue  # the same span sent twice (a collector's retry): it waits once
-                self._pending[key] = _Pending(view, tenant, now + self.correlation_wait_s, complete)
+                self._pending[key] = _Pending(view, tenant, complete)
                 if members is None:
                     members = self._traces[trace_key] = []
                     self._deadlines.append((now + self.correlation_wait_s, trace_key, members))

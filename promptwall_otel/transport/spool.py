@@ -104,7 +104,8 @@ def _is_batch(name: str) -> bool:
     return (name.endswith(_GZ) or name.endswith(_PLAIN)) and not name.startswith(".")
 
 
-def _count_of(path: Path) -> int:
+def count_of(path: Path) -> int:
+    """Records in a batch file: from its name (``-nN``), else by reading it (files of earlier versions)."""
     match = _COUNT.search(path.name)
     if match:
         return int(match.group(1))
@@ -193,7 +194,7 @@ class Spool:
                 known = self._index.get(path.name)
                 if known is None:
                     try:
-                        known = (path.stat().st_size, _count_of(path))
+                        known = (path.stat().st_size, count_of(path))
                     except FileNotFoundError:
                         continue
                 index[path.name] = known
@@ -274,7 +275,7 @@ class Spool:
         original = claimed.name.split(_CLAIMED, 1)[0]
         try:
             os.replace(claimed, claimed.with_name(original))
-            self._index[original] = (claimed.with_name(original).stat().st_size, _count_of(claimed.with_name(original)))
+            self._index[original] = (claimed.with_name(original).stat().st_size, count_of(claimed.with_name(original)))
         except FileNotFoundError:
             pass
 
@@ -326,7 +327,7 @@ class Spool:
         with self._lock:
             self._ensure_dir()
             for path in self.dead_letters():
-                moved += _count_of(path)
+                moved += count_of(path)
                 os.replace(path, self.directory / path.name)
             self._indexed_at = float("-inf")
         return moved
@@ -337,7 +338,7 @@ class Spool:
         with self._lock:
             paths = self.dead_letters() if dead else [self.directory / name for name in self._scan(force=True)]
             for path in paths:
-                count = _count_of(path)
+                count = count_of(path)
                 try:
                     path.unlink()
                     deleted += count
