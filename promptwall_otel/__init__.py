@@ -11,8 +11,8 @@ from .mapping import MappingOptions
 from .processor import PromptWallSpanProcessor
 from .record import MAX_BATCH, Event, Stage, apply_defaults, validate_event
 from .sampler import GenAIRecordingSampler
-from .setup import configure
 from .version import __version__
+from .wiring import configure
 
 __all__ = [
     "Event",

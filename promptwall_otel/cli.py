@@ -23,6 +23,7 @@ from .backend.server import DEFAULT_PORT
 RECEIVER_READY_PREFIX = "promptwall-otel receiver listening on "
 _DEFAULT_LOCAL_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 _DEV_KEY = "local-dev"
+_MiB = 1024 * 1024
 _SERVER_EXTRA = "the servers need the 'server' extra: pip install 'promptwall-otel[server]'"
 
 
@@ -254,28 +255,63 @@ def _sessions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _in_mib(size: int) -> str:
+    return f"{size} = {size / _MiB:g} MiB"
+
+
 def _add_limit_args(command: argparse.ArgumentParser) -> None:
-    group = command.add_argument_group("limits (defaults in docs/backend.md, docs/receiver.md)")
-    group.add_argument("--max-body-bytes", type=int, help="largest request body as sent")
-    group.add_argument("--max-decompressed-bytes", type=int, help="largest request body once decompressed")
-    group.add_argument("--memory-budget-bytes", type=int, help="request bodies held at once, all requests together")
-    group.add_argument("--max-concurrent-requests", type=int, help="requests handled at once (more wait 1 s, then 503)")
-    group.add_argument("--header-timeout", type=float, help="seconds a connection has to send its request headers")
-    group.add_argument("--body-timeout", type=float, help="seconds a request has to send its body")
-    group.add_argument("--idle-timeout", type=float, help="seconds a kept-alive connection may idle")
+    from .serving import Limits
+
+    limits = Limits()
+    group = command.add_argument_group("limits (docs/backend.md, docs/receiver.md)")
+    group.add_argument("--max-body-bytes", type=int,
+                       help=f"largest request body as sent (default: {_in_mib(limits.max_body_bytes)})")
+    group.add_argument("--max-decompressed-bytes", type=int,
+                       help=f"largest request body once decompressed (default: {_in_mib(limits.max_decompressed_bytes)})")
+    group.add_argument("--memory-budget-bytes", type=int,
+                       help=f"request bodies held at once, all requests together (default: {limits.budget_bytes}, "
+                            "or 2 × the two caps above if that is more)")
+    group.add_argument("--max-concurrent-requests", type=int,
+                       help=f"requests handled at once; more wait 1 s, then 503 (default: {limits.max_concurrent_requests})")
+    group.add_argument("--header-timeout", type=float,
+                       help=f"seconds a connection has to send its request headers (default: {limits.header_timeout_s:g})")
+    group.add_argument("--body-timeout", type=float,
+                       help=f"seconds a request has to send its body (default: {limits.body_timeout_s:g})")
+    group.add_argument("--idle-timeout", type=float,
+                       help=f"seconds a kept-alive connection may idle (default: {limits.idle_timeout_s:g})")
+
+
+class _ShowDefaults(argparse.HelpFormatter):
+    """Every option's help names its default, unless the help already says it or there is none to name."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.option_strings and "default" not in text and action.default not in (None, False, argparse.SUPPRESS)
+                and not isinstance(action.default, bool)):
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose help shows defaults; subcommands' parsers (and theirs) are of this class too."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _ShowDefaults)
+        super().__init__(**kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="promptwall-otel", description=__doc__)
+    parser = _Parser(prog="promptwall-otel", description=__doc__)
     parser.add_argument("--version", action="version", version=f"promptwall-otel {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the local PromptWall-compatible backend")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
     serve.add_argument("--db", help=f"SQLite file or :memory: (default: ${config.ENV_LOCAL_DB} or the user data dir)")
     serve.add_argument("--api-key", action="append",
-                       help=f"accepted key, repeatable; visible in ps: prefer ${config.ENV_LOCAL_KEYS} or --keys-file")
+                       help=f"accepted key, repeatable; visible in ps: prefer ${config.ENV_LOCAL_KEYS} or --keys-file "
+                            "(default: none of the three, so any key is accepted)")
     serve.add_argument("--keys-file", help="file of 'app-name key' lines, one App each ('@admin key': reads all Apps)")
     serve.add_argument("--quiet", action="store_true",
                        help="no summary line as events arrive (default: one every 2 s while events arrive)")
@@ -292,9 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "receive":
             command.add_argument("--forward-to", help=f"PromptWall base URL (default ${config.ENV_BASE_URL} or the public API)")
         else:
-            command.add_argument("--backend-port", type=int, default=DEFAULT_PORT)
-            command.add_argument("--db", help="SQLite file of the local backend, or :memory:")
-            command.add_argument("--keys-file", help="the local backend's keys file (see serve)")
+            command.add_argument("--backend-port", type=int, default=DEFAULT_PORT,
+                                 help="the local backend's port on 127.0.0.1 (0 picks a free port)")
+            command.add_argument("--db", help=f"SQLite file of the local backend, or :memory: "
+                                              f"(default: ${config.ENV_LOCAL_DB} or the user data dir)")
+            command.add_argument("--keys-file", help="the local backend's keys file, see serve (default: none; "
+                                                     "every key is accepted)")
         command.add_argument("--api-key", help=f"PromptWall key for callers that send none (default ${config.ENV_API_KEY})")
         command.add_argument("--no-pass-through", action="store_true",
                              help="ignore callers' X-API-Key / Authorization; always use --api-key")
@@ -302,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
                              help="require X-Receiver-Token from callers, repeatable (or $PROMPTWALL_RECEIVER_TOKENS)")
         command.add_argument("--correlation-wait", type=float, default=2.0,
                              help="seconds a span waits for its content logs and ancestors")
-        command.add_argument("--spool-dir", help="where undeliverable records wait (default: user cache dir)")
+        command.add_argument("--spool-dir", help="where undeliverable records wait, one folder per key inside "
+                                                 f"(default: {config.cache_dir() / 'receiver'})")
         command.add_argument("--mode", default="vendor", choices=["vendor", "sdk", "ingest"],
                              help="the events' mode (default vendor: from someone else's pipeline)")
         _add_limit_args(command)
@@ -317,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--url", default=_DEFAULT_LOCAL_URL, help="backend base URL")
         command.add_argument("--api-key", help="key for the read API (default: $PROMPTWALL_API_KEY)")
         if name == "events":
-            command.add_argument("--limit", type=int, default=20, help="newest N events (default 20, at most 1000)")
+            command.add_argument("--limit", type=int, default=20, help="newest N events, at most 1000")
             command.add_argument("--session-id", help="only this session's events")
             command.add_argument("--end-user-id", help="only this user's events")
             command.add_argument("--model", help="only this model's events")

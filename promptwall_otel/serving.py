@@ -9,16 +9,19 @@ servers (``promptwall_otel.webserver``) share one set of rules:
   produces more than the caller's cap (a 1 KB bomb stops at the cap, it is
   not inflated first and measured after);
 - :class:`ByteBudget` bounds the bytes of request bodies held at once across
-  all requests of a process, so concurrency multiplies nothing past it.
+  all requests of a process, so concurrency multiplies nothing past it;
+- :class:`Limits` holds every bound and its default (the CLI's help reads
+  them here, so it needs no server library).
 """
 
 from __future__ import annotations
 
 import threading
 import zlib
+from dataclasses import dataclass
 from typing import Iterator, List, Mapping, Optional
 
-__all__ = ["HttpError", "api_key_from", "decompress", "iter_decompress", "SUPPORTED_ENCODINGS", "ByteBudget"]
+__all__ = ["HttpError", "api_key_from", "decompress", "iter_decompress", "SUPPORTED_ENCODINGS", "ByteBudget", "Limits"]
 
 
 class HttpError(Exception):
@@ -171,3 +174,29 @@ class ByteBudget:
         if n:
             with self._lock:
                 self.used -= n
+
+
+_MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound one server enforces; the defaults are documented in docs/backend.md and docs/receiver.md."""
+
+    max_body_bytes: int = 16 * _MiB
+    max_decompressed_bytes: int = 32 * _MiB
+    budget_bytes: int = 128 * _MiB
+    budget_wait_s: float = 1.0
+    max_concurrent_requests: int = 64
+    queue_wait_s: float = 1.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    idle_timeout_s: float = 30.0
+    max_header_bytes: int = 64 * 1024
+    max_idle_connections: int = 1000
+    workers: int = 4
+
+    def __post_init__(self) -> None:
+        if self.budget_bytes < 2 * (self.max_body_bytes + self.max_decompressed_bytes):
+            # A body is held twice for a moment, raw and decoded alike: its pieces and their join.
+            raise ValueError("budget_bytes must hold one request at its caps: 2 × (max_body_bytes + max_decompressed_bytes)")

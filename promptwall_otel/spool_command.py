@@ -126,7 +126,7 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
             action.add_argument("--dead", action="store_true", help="the dead letters (replay: move them back first)")
         if name == "replay":
             action.add_argument("--base-url", help=f"PromptWall base URL (default ${config.ENV_BASE_URL})")
-            action.add_argument("--timeout", type=float, default=60.0, help="seconds to keep trying (default 60)")
+            action.add_argument("--timeout", type=float, default=60.0, help="seconds to keep trying")
         if name == "purge":
             action.add_argument("--yes", action="store_true", help="really delete")
         action.set_defaults(run=run)

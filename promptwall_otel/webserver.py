@@ -37,40 +37,15 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar
 
 import orjson
 
-from .serving import SUPPORTED_ENCODINGS, ByteBudget, HttpError, iter_decompress
+from .serving import SUPPORTED_ENCODINGS, ByteBudget, HttpError, Limits, iter_decompress
 
 logger = logging.getLogger("promptwall_otel.server")
 
 _T = TypeVar("_T")
-_MiB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Every bound one server enforces; the defaults are documented in docs/backend.md and docs/receiver.md."""
-
-    max_body_bytes: int = 16 * _MiB
-    max_decompressed_bytes: int = 32 * _MiB
-    budget_bytes: int = 128 * _MiB
-    budget_wait_s: float = 1.0
-    max_concurrent_requests: int = 64
-    queue_wait_s: float = 1.0
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    idle_timeout_s: float = 30.0
-    max_header_bytes: int = 64 * 1024
-    max_idle_connections: int = 1000
-    workers: int = 4
-
-    def __post_init__(self) -> None:
-        if self.budget_bytes < 2 * (self.max_body_bytes + self.max_decompressed_bytes):
-            # A body is held twice for a moment, raw and decoded alike: its pieces and their join.
-            raise ValueError("budget_bytes must hold one request at its caps: 2 × (max_body_bytes + max_decompressed_bytes)")
 
 
 class Headers(Mapping[str, str]):

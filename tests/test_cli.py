@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import time
+from typing import Iterator
 
 from promptwall_otel.backend import LocalBackend
 from tests.conftest import ROOT
@@ -79,3 +81,27 @@ def test_serve_says_what_arrives_and_quiet_does_not(tmp_path: object) -> None:
     line = next(line for line in loud.output if "stored 2 events" in line)
     assert "gpt-4o-mini 2" in line and "pk-arrivals" not in line
     assert not any("stored" in line and "events" in line for line in quiet.output)
+
+
+def _every_parser(parser: "argparse.ArgumentParser") -> "Iterator[argparse.ArgumentParser]":
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _every_parser(child)
+
+
+def test_every_option_has_help_and_shows_its_default() -> None:
+    from promptwall_otel.cli import build_parser
+
+    parsers = list(_every_parser(build_parser()))
+    assert len(parsers) >= 12  # the top level, 8 commands, spool's 3 actions
+    for parser in parsers:
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, f"{parser.prog} {action.option_strings[0]} has no help"
+            if action.default not in (None, False, argparse.SUPPRESS) and not isinstance(action.default, bool):
+                assert f"default: {action.default}" in text or f"default {action.default}" in text, (
+                    f"{parser.prog} {action.option_strings[0]}: default {action.default!r} not shown")

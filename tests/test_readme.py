@@ -59,3 +59,13 @@ def test_the_read_commands_run_as_written(backend: LocalBackend) -> None:
         if "--json" in command:
             assert '"request_id": "readme-1"' in done.stdout or '"request_id":"readme-1"' in done.stdout
     assert ran >= 4
+
+
+def test_one_python_floor_everywhere() -> None:
+    """The README, pyproject.toml and the Makefile name the same minimum Python, and this run satisfies it."""
+    readme = re.search(r"Python (3\.\d+)\+", (ROOT / "README.md").read_text())
+    pyproject = re.search(r'requires-python = ">=(3\.\d+)"', (ROOT / "pyproject.toml").read_text())
+    makefile = re.search(r"sys.version_info >= \(3, (\d+)\)", (ROOT / "Makefile").read_text())
+    assert readme and pyproject and makefile
+    assert readme.group(1) == pyproject.group(1) == f"3.{makefile.group(1)}"
+    assert sys.version_info >= (3, int(makefile.group(1)))
