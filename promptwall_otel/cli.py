@@ -18,10 +18,9 @@ import httpx
 from . import config, doctor, spool_command
 from .backend.process import CONSOLE_PREFIX, READY_PREFIX
 from .version import __version__
-from .backend.server import DEFAULT_PORT
 
 RECEIVER_READY_PREFIX = "promptwall-otel receiver listening on "
-_DEFAULT_LOCAL_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+_DEFAULT_LOCAL_URL = f"http://127.0.0.1:{config.DEFAULT_LOCAL_PORT}"
 _DEV_KEY = "local-dev"
 _MiB = 1024 * 1024
 _SERVER_EXTRA = "the servers need the 'server' extra: pip install 'promptwall-otel[server]'"
@@ -307,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the local PromptWall-compatible backend")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    serve.add_argument("--port", type=int, default=config.DEFAULT_LOCAL_PORT, help="0 picks a free port")
     serve.add_argument("--db", help=f"SQLite file or :memory: (default: ${config.ENV_LOCAL_DB} or the user data dir)")
     serve.add_argument("--api-key", action="append",
                        help=f"accepted key, repeatable; visible in ps: prefer ${config.ENV_LOCAL_KEYS} or --keys-file "
@@ -328,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "receive":
             command.add_argument("--forward-to", help=f"PromptWall base URL (default ${config.ENV_BASE_URL} or the public API)")
         else:
-            command.add_argument("--backend-port", type=int, default=DEFAULT_PORT,
+            command.add_argument("--backend-port", type=int, default=config.DEFAULT_LOCAL_PORT,
                                  help="the local backend's port on 127.0.0.1 (0 picks a free port)")
             command.add_argument("--db", help=f"SQLite file of the local backend, or :memory: "
                                               f"(default: ${config.ENV_LOCAL_DB} or the user data dir)")

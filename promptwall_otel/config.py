@@ -130,6 +130,7 @@ def mapping_options(environ: Optional[Mapping[str, str]] = None, **overrides: An
 ENV_API_KEY = "PROMPTWALL_API_KEY"
 ENV_BASE_URL = "PROMPTWALL_BASE_URL"
 DEFAULT_BASE_URL = "https://api.prompt-wall.com"
+DEFAULT_LOCAL_PORT = 8787  # the local backend (`promptwall-otel serve`)
 ENV_ENDPOINT = "OTEL_EXPORTER_PROMPTWALL_ENDPOINT"
 ENV_HEADERS = "OTEL_EXPORTER_PROMPTWALL_HEADERS"
 ENV_TIMEOUT = "OTEL_EXPORTER_PROMPTWALL_TIMEOUT"

@@ -10,7 +10,7 @@ import time
 from typing import Iterator
 
 from promptwall_otel.backend import LocalBackend
-from tests.conftest import ROOT
+from tests.conftest import API_KEY, ROOT
 
 
 def cli(*args: str) -> "subprocess.CompletedProcess[str]":
@@ -105,3 +105,34 @@ def test_every_option_has_help_and_shows_its_default() -> None:
             if action.default not in (None, False, argparse.SUPPRESS) and not isinstance(action.default, bool):
                 assert f"default: {action.default}" in text or f"default {action.default}" in text, (
                     f"{parser.prog} {action.option_strings[0]}: default {action.default!r} not shown")
+
+
+_WITHOUT_SERVER_EXTRA = """
+import sys
+class Missing:  # as if only `pip install promptwall-otel` had run: the server extra's modules are not there
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"uvicorn", "httptools", "jinja2", "grpc", "zstandard"} or name.startswith(
+                ("google.protobuf", "opentelemetry.proto")):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Missing())
+from promptwall_otel.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_cli_without_the_server_extra(backend: LocalBackend) -> None:
+    def run(*args: str) -> "subprocess.CompletedProcess[str]":
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTWALL_")}
+        return subprocess.run([sys.executable, "-c", _WITHOUT_SERVER_EXTRA, *args], capture_output=True, text=True,
+                              timeout=60, env={**environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("promptwall-otel "), version
+    events = run("events", "--url", backend.url, "--api-key", API_KEY, "--json")
+    assert events.returncode == 0 and "Traceback" not in events.stderr, events
+    doctor = run("doctor", "--no-instrument")
+    assert "Traceback" not in doctor.stderr + doctor.stdout and "PROMPTWALL_API_KEY" in doctor.stdout, doctor
+    for command in ("serve", "receive", "dev"):
+        refused = run(command, "--port" if command == "serve" else "--http", "0" if command == "serve" else "127.0.0.1:0")
+        assert refused.returncode == 1 and "pip install 'promptwall-otel[server]'" in refused.stderr, refused
+        assert "Traceback" not in refused.stderr, refused.stderr

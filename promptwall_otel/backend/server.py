@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
+from ..config import DEFAULT_LOCAL_PORT
 from ..record import MAX_BATCH, apply_defaults, validate_event
 from ..serving import HttpError, api_key_from
 from ..webserver import HttpService, Limits, Request, Response, ServerThread, json_response
@@ -31,7 +32,7 @@ from .store import BadCursor, EventStore, json_path
 
 logger = logging.getLogger("promptwall_otel.backend")
 
-DEFAULT_PORT = 8787
+DEFAULT_PORT = DEFAULT_LOCAL_PORT
 DEFAULT_LIMITS = Limits()
 _JSON_TYPES = ("application/json",)
 _CONSOLE_LIMIT_MAX = 1000
