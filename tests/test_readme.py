@@ -69,3 +69,26 @@ def test_one_python_floor_everywhere() -> None:
     assert readme and pyproject and makefile
     assert readme.group(1) == pyproject.group(1) == f"3.{makefile.group(1)}"
     assert sys.version_info >= (3, int(makefile.group(1)))
+
+
+def test_the_configuration_table_states_the_defaults_in_the_code() -> None:
+    from promptwall_otel import config
+    from promptwall_otel.mapping.options import DEFAULT_MAX_CONTENT_BYTES, DEFAULT_MAX_MESSAGES_BYTES
+    from promptwall_otel.transport.encoding import DEFAULT_MAX_BATCH_BYTES
+    from promptwall_otel.transport.worker import DEFAULT_MAX_ATTEMPTS
+
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[1].startswith("`PROMPTWALL_"):
+            rows[cells[1].strip("`")] = cells[2].strip("`")
+    expected = {
+        "PROMPTWALL_BASE_URL": config.DEFAULT_BASE_URL,
+        "PROMPTWALL_MAX_ATTEMPTS": str(DEFAULT_MAX_ATTEMPTS),
+        "PROMPTWALL_MAX_BATCH_BYTES": str(DEFAULT_MAX_BATCH_BYTES),
+        "PROMPTWALL_SPOOL_MAX_BYTES": str(config.DEFAULT_SPOOL_MAX_BYTES),
+        "PROMPTWALL_MAX_QUEUE_BYTES": str(config.DEFAULT_MAX_QUEUE_BYTES),
+        "PROMPTWALL_MAX_CONTENT_BYTES": str(DEFAULT_MAX_CONTENT_BYTES),
+        "PROMPTWALL_MAX_MESSAGES_BYTES": str(DEFAULT_MAX_MESSAGES_BYTES),
+    }
+    assert {name: rows.get(name) for name in expected} == expected
