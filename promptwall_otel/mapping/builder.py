@@ -62,6 +62,7 @@ _CACHE_WRITE_KEYS = semconv.CACHE_WRITE + openinference.CACHE_WRITE
 _REASONING_KEYS = semconv.REASONING + openllmetry.REASONING + openinference.REASONING + vercel.REASONING
 _COST_KEYS = semconv.COST + openinference.COST
 RESPONSE_ID_KEYS = semconv.RESPONSE_ID + vercel.RESPONSE_ID
+MODEL_KEYS, REQUEST_MODEL_KEYS = _MODEL_KEYS, _REQUEST_MODEL_KEYS  # for the ledger's pairing of one call's spans
 
 METADATA_PREFIX = "promptwall.metadata."
 # Sessions the application names itself (a context manager, association properties, telemetry

@@ -20,8 +20,11 @@ import time
 from collections import Counter, OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .builder import RESPONSE_ID_KEYS, Classification, Inherited, SpanClass, build_event, classify
+from . import openinference
+from .builder import MODEL_KEYS, REQUEST_MODEL_KEYS, RESPONSE_ID_KEYS, Classification, Inherited, SpanClass, \
+    build_event, classify  # fmt: skip
 from .options import MappingOptions
+from .values import first, text
 from .view import LogView, SpanView
 
 LogsFor = Callable[[SpanView], Sequence[LogView]]
@@ -103,6 +106,81 @@ def _candidate_id(view: SpanView) -> Any:
     return ... if "output.value" in attrs else None
 
 
+def _request_model(view: SpanView) -> Optional[str]:
+    """The model a call asked for, as both instrumentations of one call name it (a framework span may
+    carry the response model, or only its invocation parameters)."""
+    attrs = view.attributes
+    found = first(attrs, REQUEST_MODEL_KEYS)
+    if found is None and openinference.INVOCATION_PARAMETERS in attrs:
+        params = openinference.invocation_parameters(attrs)
+        found = params.get("model") or params.get("model_name")
+    if found is None:
+        found = first(attrs, MODEL_KEYS)
+    found = text(found)
+    return found.lower() if found else None
+
+
+def paired_across_traces(calls: Sequence[SpanView]) -> Dict[int, int]:
+    """Calls seen by a framework integration and by a client instrumentation in two traces, with no
+    response id to tell (a streamed call some frameworks do not key, a failed call): span id -> the
+    other span's id, both ways.
+
+    A client call happens inside its framework call, so the framework's span encloses the client's in
+    time. Pairs are taken only when that is unambiguous: two spans of different traces and different
+    instrumentation scopes, from one resource (process), for the same requested model, with the same
+    outcome (both failed or neither), the one enclosing the other, and neither enclosing nor enclosed
+    by any other such span in the batch. Two concurrent calls to one model that overlap so make no
+    pair (docs/mapping.md, "Billing rules").
+    """
+    if len(calls) < 2 or len({view.scope_name for view in calls}) < 2 or len({view.trace_id for view in calls}) < 2:
+        return {}
+    groups: Dict[Tuple[Any, ...], List[SpanView]] = {}
+    for view in calls:
+        model = _request_model(view)
+        if model is None:
+            continue
+        resource = tuple(sorted((str(k), str(v)) for k, v in view.resource.items()))
+        groups.setdefault((model, view.status_code == "ERROR", resource), []).append(view)
+    pairs: Dict[int, int] = {}
+    for group in groups.values():
+        if len(group) < 2 or len({view.scope_name for view in group}) < 2:
+            continue
+        enclosers: Dict[int, List[int]] = {}
+        enclosed: Dict[int, List[int]] = {}
+        for outer in group:
+            for inner in group:
+                if (outer.trace_id != inner.trace_id and outer.scope_name != inner.scope_name
+                        and outer.start_ns <= inner.start_ns and inner.end_ns <= outer.end_ns):  # fmt: skip
+                    enclosers.setdefault(inner.span_id, []).append(outer.span_id)
+                    enclosed.setdefault(outer.span_id, []).append(inner.span_id)
+        for inner_id, outers in enclosers.items():
+            if len(outers) != 1:
+                continue
+            outer_id = outers[0]
+            if enclosed[outer_id] == [inner_id] and inner_id not in enclosed and outer_id not in enclosers:
+                pairs[inner_id] = outer_id
+                pairs[outer_id] = inner_id
+    return pairs
+
+
+def _same_call_records(records: Dict[int, Dict[str, Any]], pairs: Dict[int, int]) -> None:
+    """Give each pair from ``paired_across_traces`` one ``request_id`` (the response-keyed one if either
+    has it) so the merge by ``request_id`` folds them; records that contradict the pairing (different
+    response ids, different prompts) keep their own."""
+    for span_id, other_id in pairs.items():
+        if span_id > other_id or span_id not in records or other_id not in records:
+            continue
+        a, b = records[span_id], records[other_id]
+        if a["request_id"] == b["request_id"]:
+            continue
+        if a["request_id"].startswith("gen-") and b["request_id"].startswith("gen-"):
+            continue  # two provider ids: two calls
+        if "prompt" in a and "prompt" in b and a["prompt"] != b["prompt"]:
+            continue
+        shared = b["request_id"] if b["request_id"].startswith("gen-") else a["request_id"]
+        a["request_id"] = b["request_id"] = shared
+
+
 def _primary_first(a: Dict[str, Any], b: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Which record of a duplicate pair leads: the one with usage, then the one keyed by response id."""
 
@@ -179,6 +257,8 @@ class TraceLedger:
         else:
             shared_ids, unique_id = True, None
         spans_per_trace = Counter(view.trace_id for view, _ in classified)
+        pairs = paired_across_traces([view for view, c in classified if c.span_class is SpanClass.INFERENCE])
+        paired_records: Dict[int, Dict[str, Any]] = {}
         out: List[Dict[str, Any]] = []
         # span_id -> record emitted in this batch, so a duplicate arriving later can merge into it
         in_batch: Dict[int, Dict[str, Any]] = {}
@@ -200,7 +280,10 @@ class TraceLedger:
                 if keyed and event["request_id"] in self._sent:
                     self._late_copy(event)
                     continue  # the call was handed out in an earlier batch: the backend keeps that one
-                early = emit is not None and (not keyed or (not shared_ids and unique_id(_candidate_id(view)) == 1))
+                early = emit is not None and (not keyed or (not shared_ids and unique_id(_candidate_id(view)) == 1)) \
+                    and view.span_id not in pairs  # fmt: skip
+                if view.span_id in pairs:
+                    paired_records[view.span_id] = event
                 if view.parent_span_id is None and spans_per_trace[view.trace_id] == 1 and view.trace_id not in self._traces:
                     # A call that is a whole trace by itself (the usual outside a request): nothing to merge
                     # with, and nothing to remember once its root (itself) has ended.
@@ -251,6 +334,8 @@ class TraceLedger:
                     trace = self._traces.get(view.trace_id)
                     if trace is not None and trace.aggregate_request_id is None:
                         del self._traces[view.trace_id]
+            if paired_records:
+                _same_call_records(paired_records, pairs)
             out = _merge_same_request_ids(out)
             for event in out:
                 self._sending(event)

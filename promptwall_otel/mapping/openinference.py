@@ -2,7 +2,8 @@
 
 The kind is explicit (``openinference.span.kind``); ``llm.model_name`` is the
 response model; the request model and parameters live only in the
-``llm.invocation_parameters`` JSON; the response id only in ``output.value``.
+``llm.invocation_parameters`` JSON; the response id only in ``output.value``
+(a framework's LLM span nests it deeper: see ``response_id``).
 ``output.value`` may hold a whole provider response (a chat completion, or a
 Responses-API object, alone or in a one-element list): ``messages`` reads it
 through ``messages.messages_from``, which knows those shapes.
@@ -87,10 +88,64 @@ def _output_json(attrs: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
     return parsed if isinstance(parsed, Mapping) else None
 
 
+# The OpenAI Agents SDK's placeholder for the Responses object it builds from a chat completion.
+_AGENTS_PLACEHOLDER_ID = "__fake_id__"
+
+
 def response_id(attrs: Mapping[str, Any]) -> Optional[str]:
-    """The provider's response id, which OpenInference keeps only inside ``output.value``."""
+    """The provider's response id, which OpenInference keeps only inside ``output.value``.
+
+    A client instrumentation dumps the provider's response, whose ``id`` is the
+    one. A framework's LLM span dumps the framework's own result, with the
+    provider's id nested where the framework put it (docs/mapping.md,
+    "request_id"): LangChain's ``LLMResult`` in ``llm_output.id``, else in a
+    generation's ``message.response_metadata.id`` or ``generation_info.id``;
+    the OpenAI Agents SDK's Responses object, built from a chat completion, has
+    the placeholder id and the real one in ``output[*].provider_data.response_id``.
+    """
     output = _output_json(attrs)
-    return text(output.get("id")) if output else None
+    if not output:
+        return None
+    own = text(output.get("id"))
+    if own and own != _AGENTS_PLACEHOLDER_ID:
+        return own
+    return _nested_response_id(output) or own
+
+
+def _nested_response_id(output: Mapping[str, Any]) -> Optional[str]:
+    llm_output = output.get("llm_output")
+    if isinstance(llm_output, Mapping) and text(llm_output.get("id")):
+        return text(llm_output["id"])
+    generations = output.get("generations")
+    if isinstance(generations, list):  # LangChain: one list of generations per prompt
+        for batch in generations:
+            for generation in batch if isinstance(batch, list) else ():
+                found = _generation_response_id(generation)
+                if found:
+                    return found
+    items = output.get("output")
+    if isinstance(items, list):  # the Agents SDK: every output item names the completion it came from
+        for item in items:
+            provider_data = item.get("provider_data") if isinstance(item, Mapping) else None
+            if isinstance(provider_data, Mapping) and text(provider_data.get("response_id")):
+                return text(provider_data["response_id"])
+    return None
+
+
+def _generation_response_id(generation: Any) -> Optional[str]:
+    if not isinstance(generation, Mapping):
+        return None
+    info = generation.get("generation_info")
+    if isinstance(info, Mapping) and text(info.get("id")):
+        return text(info["id"])
+    message = generation.get("message")
+    if isinstance(message, Mapping):
+        # Serialised with LangChain's dumpd ({"lc": 1, "kwargs": {...}}) or as the plain message.
+        fields = message.get("kwargs") if isinstance(message.get("kwargs"), Mapping) else message
+        metadata = fields.get("response_metadata")
+        if isinstance(metadata, Mapping) and text(metadata.get("id")):
+            return text(metadata["id"])
+    return None
 
 
 def invocation_parameters(attrs: Mapping[str, Any]) -> Dict[str, Any]:
