@@ -55,6 +55,9 @@ ENV_TEAM_ID = "PROMPTWALL_TEAM_ID"
 ENV_INTEGRATION_ID = "PROMPTWALL_INTEGRATION_ID"
 ENV_REDACT_HOOK = "PROMPTWALL_REDACT_HOOK"
 ENV_DEDUPE_BY_RESPONSE_ID = "PROMPTWALL_DEDUPE_BY_RESPONSE_ID"
+ENV_GROUP_AGENT_RUNS = "PROMPTWALL_GROUP_AGENT_RUNS"
+ENV_RUN_MAX_STEPS = "PROMPTWALL_RUN_MAX_STEPS"
+ENV_RUN_MAX_SECONDS = "PROMPTWALL_RUN_MAX_SECONDS"
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -118,6 +121,9 @@ def mapping_options(environ: Optional[Mapping[str, str]] = None, **overrides: An
         "team_id": env_str(ENV_TEAM_ID, environ),
         "integration_id": env_str(ENV_INTEGRATION_ID, environ),
         "dedupe_by_response_id": env_bool(ENV_DEDUPE_BY_RESPONSE_ID, True, environ),
+        "group_agent_runs": env_bool(ENV_GROUP_AGENT_RUNS, False, environ),
+        "max_run_steps": env_int(ENV_RUN_MAX_STEPS, 128, environ, minimum=1),
+        "max_run_seconds": float(env_int(ENV_RUN_MAX_SECONDS, 600, environ, minimum=1)),
         "prices": PriceTable.load(prices_file) if prices_file else default_table(),
         "redact": _load_hook(hook_spec) if hook_spec else None,
     }

@@ -20,8 +20,11 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from . import config
 from ._isolate import map_isolated
 from ._stores import ContentStore, ContextStore, default_content, default_contexts
-from .mapping import MappingOptions, from_readable_span, is_genai_span
+from .mapping import Classification, Inherited, MappingOptions, SpanClass, SpanView, build_event, classify
+from .mapping import from_readable_span, is_genai_span
+from .mapping.builder import _redacted as redacted
 from .mapping.ledger import TraceLedger
+from .mapping.runs import Run, RunAssembler, root_conversation, run_event
 from .stats import ExportStats, register_metrics
 from .transport import EventsClient, MemorySpool, RecordEncoder, SendingWorker, Spool
 from .transport.encoding import DEFAULT_MAX_BATCH_BYTES
@@ -102,6 +105,7 @@ class PromptWallSpanExporter(SpanExporter):
         self.contexts = contexts if contexts is not None else default_contexts
         self.content = content if content is not None else default_content
         self._ledger = TraceLedger()
+        self._runs = RunAssembler(self.mapping.max_run_seconds) if self.mapping.group_agent_runs else None
         self._shutdown = False
         register_metrics(self.stats, meter_provider)
 
@@ -116,8 +120,75 @@ class PromptWallSpanExporter(SpanExporter):
         views = [from_readable_span(span) for span in spans if is_genai_span(span)]
         if not views:
             return []
-        return self._ledger.map_batch(views, self.mapping, logs_for=self.content.pop_for,
-                                      inherited_for=self.contexts.pop_for, emit=emit)  # fmt: skip
+        if self._runs is None:
+            return self._ledger.map_batch(views, self.mapping, logs_for=self.content.pop_for,
+                                          inherited_for=self.contexts.pop_for, emit=emit)  # fmt: skip
+        singles, runs = self._runs.add(views, self._run_of)
+        out = self._map_singles(singles, emit)
+        for run in runs:
+            record = self._run_record(run)
+            if record is not None:
+                out.append(record)
+        return out
+
+    def _forget_contexts(self, views: Sequence[SpanView]) -> None:
+        """Drop what the processor recorded for these spans: the ledger takes it only for calls and agents,
+        and with grouping on every span of a run has an entry (its run), tools and retrievals included."""
+        discard = self.contexts.discard
+        for view in views:
+            discard(view.span_id)
+
+    def _map_singles(self, views: Sequence[SpanView], emit: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
+        if not views:
+            return []
+        try:
+            return self._ledger.map_batch(views, self.mapping, logs_for=self.content.pop_for,
+                                          inherited_for=self.contexts.pop_for, emit=emit)  # fmt: skip
+        finally:
+            self._forget_contexts(views)
+
+    def _run_of(self, view: SpanView) -> Optional[int]:
+        """The run the processor saw this span start in (``Inherited.run_span_id``), without consuming the entry."""
+        entry = self.contexts.get(view.span_id)
+        return entry.run_span_id if entry is not None else None
+
+    def _run_record(self, run: Run) -> Optional[Dict[str, Any]]:
+        """One event for a finished run: its calls mapped by the ledger exactly as without grouping, then summed."""
+        root = run.root
+        inherited = self.contexts.get(root.span_id) or Inherited()
+        _, operation, dialect = classify(root)
+        root_record = build_event(root, (), inherited, self.mapping,
+                                  Classification(SpanClass.AGGREGATE, operation or "invoke_agent", dialect))  # fmt: skip
+        copies: List[Dict[str, Any]] = []
+        try:
+            records = self._ledger.map_batch(run.views(), self.mapping, logs_for=self.content.pop_for,
+                                             inherited_for=self.contexts.pop_for, copies=copies)  # fmt: skip
+        finally:
+            self._forget_contexts(run.views())
+        event = run_event(run, root_record, records, self.mapping, copies, root_conversation(root, self.mapping))
+        return redacted(event, self.mapping)
+
+    def _held_runs(self, everything: bool) -> List[bytes]:
+        """Encoded records for runs released early: open too long, or (``everything``) all, at shutdown."""
+        if self._runs is None:
+            return []
+        views = self._runs.release_all() if everything else self._runs.expire()
+        lines: List[bytes] = []
+        if views:
+            for record in self._map_singles(views):
+                line = self.encoder(record)
+                if line is not None:
+                    lines.append(line)
+        return lines
+
+    def expire_runs(self) -> None:
+        """Send the spans of runs open longer than ``max_run_seconds`` as ordinary events (never raises)."""
+        try:
+            lines = self._held_runs(everything=False)
+            if lines:
+                self.worker.offer(lines)
+        except Exception:
+            logger.exception("PromptWall: releasing expired agent runs failed")
 
     def encode_spans(self, spans: Sequence[ReadableSpan]) -> List[bytes]:
         """The events these spans map to, encoded, each record as soon as nothing can change it (no I/O).
@@ -162,6 +233,8 @@ class PromptWallSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         try:
             self.worker.offer(self.encode_spans(spans))
+            if self._runs is not None:
+                self.expire_runs()
             return SpanExportResult.SUCCESS
         except Exception:  # never into the SDK's worker, never into the app
             logger.exception("PromptWall export failed")
@@ -176,9 +249,17 @@ class PromptWallSpanExporter(SpanExporter):
         if self._shutdown:
             return
         self._shutdown = True
+        try:  # a run still open at exit: its spans go out as ordinary events rather than be lost
+            lines = self._held_runs(everything=True)
+            if lines:
+                self.worker.offer(lines)
+        except Exception:
+            logger.exception("PromptWall: releasing open agent runs at shutdown failed")
         self.worker.close(timeout_s)
 
     def reinit_after_fork(self) -> None:
         """A forked child gets its own connection pool, sending thread and ledger."""
         self.worker.after_fork()
         self._ledger = TraceLedger()
+        if self._runs is not None:
+            self._runs = RunAssembler(self.mapping.max_run_seconds)

@@ -31,6 +31,7 @@ from .exporter import PromptWallSpanExporter
 from .mapping import Inherited
 from .mapping.builder import GENAI_MARKERS
 from .mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
+from .mapping.runs import starts_run
 
 logger = logging.getLogger("promptwall_otel")
 
@@ -150,6 +151,7 @@ class PromptWallSpanProcessor(SpanProcessor):
         self._contexts = self.exporter.contexts
         self._inherited = self._contexts.entries  # the dict itself: its truth test costs no Python call
         self._last_baggage: Tuple[Any, Optional[Inherited]] = (None, None)  # (baggage dict, what it lends)
+        self._group_runs = self.exporter.mapping.group_agent_runs
         self._log = RateLimitedLogger(logger)
         self._start_worker()
         weak_reinit = weakref.WeakMethod(self._after_fork)
@@ -208,10 +210,23 @@ class PromptWallSpanProcessor(SpanProcessor):
                     last = self._last_baggage = (bag, _inherited_from(bag, None, with_metadata=True))
                 if last[1] is not None:  # the span's own ancestors' attributes win over baggage
                     base = _overlay(last[1], base)
+            if self._group_runs:
+                base = self._run_membership(span, base)
             if base is not None:
                 self._contexts.put(span.context.span_id, base)
         except Exception:  # never into the app
             self._log.log(logging.ERROR, "on_start", "PromptWall on_start failed", exc_info=True)
+
+    @staticmethod
+    def _run_membership(span: Span, base: Optional[Inherited]) -> Optional[Inherited]:
+        """``base`` naming the outermost agent/workflow run the span is in: its parent's, or itself if it
+        opens one. Only the outermost run is a run; what starts inside it is one of its steps."""
+        if base is not None and base.run_span_id is not None:
+            return base
+        if not starts_run(span.name, _live_attributes(span)):
+            return base
+        run_id = span.context.span_id
+        return base._replace(run_span_id=run_id) if base is not None else Inherited(run_span_id=run_id)
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
@@ -274,6 +289,8 @@ class PromptWallSpanProcessor(SpanProcessor):
             self._wake.wait(self.schedule_delay_s)
             self._wake.clear()
             self._drain()
+            if self._group_runs:
+                self.exporter.expire_runs()
             requests = self._pop_flush_requests()
             if requests:  # flushed means sent (or, with the backend down, safely spooled), not only queued
                 deadline = max(at for _, at in requests)

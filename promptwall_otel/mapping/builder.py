@@ -144,6 +144,7 @@ class Inherited(NamedTuple):
     team_id: Optional[str] = None
     metadata: Mapping[str, Any] = {}
     conversation_id: Optional[str] = None  # a framework's conversation id: a session only without one above
+    run_span_id: Optional[int] = None  # the outermost agent/workflow run the span is in (group_agent_runs only)
 
 
 def is_genai(attributes: Mapping[str, Any]) -> bool:

@@ -229,6 +229,7 @@ class TraceLedger:
         logs_for: Optional[LogsFor] = None,
         inherited_for: Optional[InheritedFor] = None,
         emit: Optional[Callable[[Dict[str, Any]], None]] = None,
+        copies: Optional[List[Dict[str, Any]]] = None,
     ) -> List[Dict[str, Any]]:
         """Records for a batch of finished spans, in the order they ended.
 
@@ -237,6 +238,10 @@ class TraceLedger:
         records) goes to ``emit`` as soon as it is built, and only the rest are
         returned. A caller that encodes what it is given keeps few record dicts
         alive, which keeps the application's garbage collections short.
+
+        With ``copies``, records of calls whose copy an earlier batch already
+        handed out (and billed) are appended there instead of being dropped
+        silently: a run's event shows them as steps, billed elsewhere.
         """
         classified: List[Tuple[SpanView, Classification]] = []
         for view in views:
@@ -279,6 +284,8 @@ class TraceLedger:
                 keyed = event["request_id"].startswith("gen-")
                 if keyed and event["request_id"] in self._sent:
                     self._late_copy(event)
+                    if copies is not None:
+                        copies.append(event)
                     continue  # the call was handed out in an earlier batch: the backend keeps that one
                 early = emit is not None and (not keyed or (not shared_ids and unique_id(_candidate_id(view)) == 1)) \
                     and view.span_id not in pairs  # fmt: skip

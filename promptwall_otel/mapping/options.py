@@ -31,11 +31,18 @@ class MappingOptions:
     integration_id: Optional[str] = None
     dedupe_by_response_id: bool = True
     """Key records of calls with a provider response id by that id, so two instrumentations of one call collapse."""
+    group_agent_runs: bool = False
+    """Send an agent or workflow run as one event whose ``spans[]`` are its steps (docs/mapping.md, "Agent runs")."""
+    max_run_steps: int = 128
+    """Most stages one run's ``spans[]`` lists; further steps are counted, not listed (billing is unchanged)."""
+    max_run_seconds: float = 600.0
+    """A run still open after this long is sent as ordinary events, as are its spans that end later."""
     prices: PriceTable = field(default_factory=default_table)
     redact: Optional[RedactHook] = None
 
     def __repr__(self) -> str:
         return (
             f"MappingOptions(mode={self.mode!r}, capture_content={self.capture_content}, "
-            f"max_content_bytes={self.max_content_bytes}, prices={self.prices.version!r})"
+            f"max_content_bytes={self.max_content_bytes}, group_agent_runs={self.group_agent_runs}, "
+            f"prices={self.prices.version!r})"
         )
