@@ -45,7 +45,8 @@ from .options import MappingOptions
 from .values import text, truncate
 from .view import SpanView
 
-__all__ = ["Run", "RunAssembler", "Step", "run_event", "run_request_id", "starts_run", "step_kind", "step_name"]
+__all__ = ["Released", "Run", "RunAssembler", "RunOf", "Step", "root_conversation", "run_event", "run_request_id", "starts_run",
+           "step_kind", "step_name"]
 
 # Span names that open a run even when the producer sets its attributes only at the end
 # (opentelemetry-util-genai starts ``invoke_agent`` / ``invoke_workflow {name}`` spans bare).
