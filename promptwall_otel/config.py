@@ -108,7 +108,8 @@ def _load_hook(spec: str) -> Optional[Callable[..., Any]]:
 
 def mapping_options(environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "MappingOptions":
     """Mapping options from the environment; keyword arguments win over variables."""
-    from .mapping.options import DEFAULT_MAX_CONTENT_BYTES, DEFAULT_MAX_MESSAGES_BYTES, MappingOptions
+    from .mapping.options import DEFAULT_MAX_CONTENT_BYTES, DEFAULT_MAX_MESSAGES_BYTES, DEFAULT_MAX_RUN_SECONDS
+    from .mapping.options import DEFAULT_MAX_RUN_STEPS, MappingOptions
     from .mapping.prices import PriceTable, default_table
 
     prices_file = env_str(ENV_PRICES_FILE, environ)
@@ -122,8 +123,8 @@ def mapping_options(environ: Optional[Mapping[str, str]] = None, **overrides: An
         "integration_id": env_str(ENV_INTEGRATION_ID, environ),
         "dedupe_by_response_id": env_bool(ENV_DEDUPE_BY_RESPONSE_ID, True, environ),
         "group_agent_runs": env_bool(ENV_GROUP_AGENT_RUNS, False, environ),
-        "max_run_steps": env_int(ENV_RUN_MAX_STEPS, 128, environ, minimum=1),
-        "max_run_seconds": float(env_int(ENV_RUN_MAX_SECONDS, 600, environ, minimum=1)),
+        "max_run_steps": env_int(ENV_RUN_MAX_STEPS, DEFAULT_MAX_RUN_STEPS, environ, minimum=1),
+        "max_run_seconds": env_int(ENV_RUN_MAX_SECONDS, DEFAULT_MAX_RUN_SECONDS, environ, minimum=1),
         "prices": PriceTable.load(prices_file) if prices_file else default_table(),
         "redact": _load_hook(hook_spec) if hook_spec else None,
     }

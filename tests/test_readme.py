@@ -74,6 +74,7 @@ def test_one_python_floor_everywhere() -> None:
 def test_the_configuration_table_states_the_defaults_in_the_code() -> None:
     from promptwall_otel import config
     from promptwall_otel.mapping.options import DEFAULT_MAX_CONTENT_BYTES, DEFAULT_MAX_MESSAGES_BYTES
+    from promptwall_otel.mapping.options import DEFAULT_MAX_RUN_SECONDS, DEFAULT_MAX_RUN_STEPS
     from promptwall_otel.transport.encoding import DEFAULT_MAX_BATCH_BYTES
     from promptwall_otel.transport.worker import DEFAULT_MAX_ATTEMPTS
 
@@ -90,5 +91,8 @@ def test_the_configuration_table_states_the_defaults_in_the_code() -> None:
         "PROMPTWALL_MAX_QUEUE_BYTES": str(config.DEFAULT_MAX_QUEUE_BYTES),
         "PROMPTWALL_MAX_CONTENT_BYTES": str(DEFAULT_MAX_CONTENT_BYTES),
         "PROMPTWALL_MAX_MESSAGES_BYTES": str(DEFAULT_MAX_MESSAGES_BYTES),
+        "PROMPTWALL_GROUP_AGENT_RUNS": "false",
+        "PROMPTWALL_RUN_MAX_STEPS": str(DEFAULT_MAX_RUN_STEPS),
+        "PROMPTWALL_RUN_MAX_SECONDS": str(DEFAULT_MAX_RUN_SECONDS),
     }
     assert {name: rows.get(name) for name in expected} == expected

@@ -12,6 +12,8 @@ RedactHook = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
 
 DEFAULT_MAX_CONTENT_BYTES = 32 * 1024
 DEFAULT_MAX_MESSAGES_BYTES = 16 * 1024
+DEFAULT_MAX_RUN_STEPS = 128
+DEFAULT_MAX_RUN_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,9 @@ class MappingOptions:
     """Key records of calls with a provider response id by that id, so two instrumentations of one call collapse."""
     group_agent_runs: bool = False
     """Send an agent or workflow run as one event whose ``spans[]`` are its steps (docs/mapping.md, "Agent runs")."""
-    max_run_steps: int = 128
+    max_run_steps: int = DEFAULT_MAX_RUN_STEPS
     """Most stages one run's ``spans[]`` lists; further steps are counted, not listed (billing is unchanged)."""
-    max_run_seconds: float = 600.0
+    max_run_seconds: float = DEFAULT_MAX_RUN_SECONDS
     """A run still open after this long is sent as ordinary events, as are its spans that end later."""
     prices: PriceTable = field(default_factory=default_table)
     redact: Optional[RedactHook] = None

@@ -41,7 +41,7 @@ from . import openinference, openllmetry, semconv, vercel
 from .builder import Classification, SpanClass, classify
 from .builder import _conversation as conversation_of
 from .messages import answer_of, prompt_of
-from .options import MappingOptions
+from .options import DEFAULT_MAX_RUN_SECONDS, MappingOptions
 from .values import text, truncate
 from .view import SpanView
 
@@ -76,8 +76,6 @@ _NAME_KEYS = {
     "retrieval": ("gen_ai.data_source.id",),
 }  # fmt: skip
 
-DEFAULT_MAX_RUN_STEPS = 128
-DEFAULT_MAX_RUN_SECONDS = 600.0
 DEFAULT_MAX_RUN_SPANS = 2000
 DEFAULT_MAX_HELD_SPANS = 20_000
 _SUMMARY_CHARS = 512

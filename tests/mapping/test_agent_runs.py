@@ -309,3 +309,28 @@ def test_what_opens_a_run_and_what_is_a_step() -> None:
     assert kind("t", {"ai.operationId": "ai.toolCall"}) == "tool"
     assert kind("x", {"openinference.span.kind": "CHAIN"}) is None, "a nested chain is structure"
     assert kind("y", {"ai.operationId": "ai.generateText"}) is None, "the AI SDK's outer span is structure"
+
+
+def test_a_call_whose_copy_was_billed_alone_counts_zero_in_its_run() -> None:
+    """A provider SDK's own span of the call (another trace, same response id) left first: the run shows
+    the call as a step, billed in that record, and does not bill it again."""
+    response_id = f"chatcmpl-{uuid.uuid4().hex}"
+    copy = finished(lambda tracer: chat(tracer, (10, 5), **{"gen_ai.response.id": response_id}))
+
+    def scenario(tracer: Any) -> None:
+        with agent(tracer, "a"):
+            chat(tracer, (10, 5), **{"gen_ai.response.id": response_id})
+            chat(tracer, (20, 10))
+
+    views = finished(scenario)
+    options = MappingOptions(group_agent_runs=True)
+    ledger = TraceLedger()
+    (sent,) = ledger.map_batch(copy, options)
+    _, (run,) = RunAssembler().add(views, members_of(views), now=0.0)
+    copies: List[Dict[str, Any]] = []
+    event = run_event(run, None, ledger.map_batch(run.views(), options, copies=copies), options, copies)
+    assert event["total_tokens"] == 30, "only the call nobody billed yet"
+    first, second = event["spans"]
+    assert first["metadata"]["billed_in"] == sent["request_id"] and first["total_tokens"] == 15
+    assert "billed_in" not in second["metadata"]
+    assert event["metadata"]["gen_ai"]["run"]["billed_elsewhere"] == [sent["request_id"]]
