@@ -28,6 +28,7 @@ from .apps import Apps, Caller
 from .arrivals import Arrivals
 from .checks import NonFinite, storage_errors
 from .console import Console, is_loopback
+from .promptetheus import PromptetheusRoutes, TraceStore
 from .store import BadCursor, EventStore, json_path
 
 logger = logging.getLogger("promptwall_otel.backend")
@@ -157,9 +158,12 @@ class BackendService(HttpService):
         # this machine can connect (the API itself takes any key then).
         self.console = Console(self.store, self.apps, keyless=not config.api_keys and is_loopback(config.host))
         self.arrivals = Arrivals() if config.announce_arrivals else None
+        # Promptetheus' routes (agent runs as traces): a second target the same pipeline can feed.
+        self.traces = PromptetheusRoutes(TraceStore(config.db))
 
     def close(self) -> None:
         super().close()
+        self.traces.store.close()
         if self.arrivals is not None:
             self.arrivals.close()
         self.store.close()
@@ -171,6 +175,8 @@ class BackendService(HttpService):
         path = request.path
         if self.console.owns(path):
             return await self.console.handle(self, request)
+        if self.traces.owns(path):
+            return await self.traces.handle(self, request, self._caller(request), parse_body)
         if request.method == "POST":
             if path != "/v1/events":
                 raise HttpError(404, "not found")

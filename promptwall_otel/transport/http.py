@@ -1,4 +1,8 @@
-"""One POST to ``/v1/events`` and what its answer means. No retries here: see :mod:`.worker`."""
+"""One POST to ``/v1/events`` and what its answer means. No retries here: see :mod:`.worker`.
+
+:class:`Destination` is what the sending worker needs of a target:
+:class:`EventsClient` here, ``promptetheus.PromptetheusClient`` for agent runs.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ import json
 import ssl
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Dict, Mapping, NamedTuple, Optional
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Protocol, Sequence
 
 import httpx
 
 from ..version import __version__
+from .encoding import body_of
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -49,8 +54,34 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     return max(0.0, moment.timestamp() - (now if now is not None else time.time()))
 
 
+class Destination(Protocol):
+    """Where a :class:`~.worker.SendingWorker` sends: one batch of encoded records, one :class:`Answer`.
+
+    ``send`` never raises for what the network or the server does; a
+    ``DELIVERED`` answer's body says what became of each record
+    (``accepted``, ``skipped``, ``rejected`` as ``/v1/events`` does), and
+    sending the same records again must never store them twice.
+    """
+
+    target: str  # who receives, for log lines: "PromptWall"
+    endpoint_kind: str  # what the endpoint should be, for "... is not a {endpoint_kind} endpoint"
+    endpoint: str
+    has_key: bool
+
+    def send(self, lines: Sequence[bytes]) -> Answer: ...
+
+    def answers(self) -> Answer: ...
+
+    def after_fork(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class EventsClient:
     """A pooled HTTP client bound to one endpoint and key. The key lives only in the headers."""
+
+    target = "PromptWall"
+    endpoint_kind = "PromptWall events"
 
     def __init__(
         self,
@@ -97,6 +128,9 @@ class EventsClient:
         answer means it is down. Used to tell a bad batch from a bad backend.
         """
         return self.post(b'{"events":[]}')
+
+    def send(self, lines: Sequence[bytes]) -> Answer:
+        return self.post(body_of(lines))
 
     def post(self, payload: bytes) -> Answer:
         # gzip level 1: most of the size gain for a fraction of the CPU of the default level.

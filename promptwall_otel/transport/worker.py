@@ -46,8 +46,8 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Union
 from .._ratelimit import RateLimitedLogger
 from ..record import MAX_BATCH
 from ..stats import ExportStats
-from .encoding import DEFAULT_MAX_BATCH_BYTES, body_of
-from .http import Answer, EventsClient, Verdict
+from .encoding import DEFAULT_MAX_BATCH_BYTES
+from .http import Answer, Destination, Verdict
 from .spool import Claim, MemorySpool, Spool
 
 logger = logging.getLogger("promptwall_otel")
@@ -74,7 +74,7 @@ class SendingWorker:
 
     def __init__(
         self,
-        client: EventsClient,
+        client: Destination,
         store: Store,
         stats: ExportStats,
         *,
@@ -92,6 +92,7 @@ class SendingWorker:
         self.max_attempts = max_attempts
         self.api_key_env = api_key_env
         self.name = name
+        self.target = client.target  # who the records go to, in log lines
         self._log = RateLimitedLogger(logger)
         self._start()
 
@@ -198,7 +199,7 @@ class SendingWorker:
             lost = self.store.pending()
             if lost:
                 self.stats.add("dropped", lost)
-                logger.error("PromptWall unreachable at exit and the spool is off: %d records dropped", lost)
+                logger.error(self.target + " unreachable at exit and the spool is off: %d records dropped", lost)
         self.client.close()
 
     def after_fork(self) -> None:
@@ -234,7 +235,7 @@ class SendingWorker:
                 else:
                     self._replay_one()
             except Exception:  # never kill the thread: the next batch must still go
-                self._log.log(logging.ERROR, "send", "PromptWall send failed", exc_info=True)
+                self._log.log(logging.ERROR, "send", self.target + " send failed", exc_info=True)
             finally:
                 with self._cond:
                     self._busy = False
@@ -307,7 +308,7 @@ class SendingWorker:
         if self._closed:
             self._keep_back(lines, claim)
             return
-        answer = self.client.post(body_of(lines))
+        answer = self.client.send(lines)
         verdict = answer.verdict
         if verdict is Verdict.DELIVERED and answer.status == 400 and not _rejected_items(answer) and len(lines) > 1:
             verdict = Verdict.TOO_LARGE  # refused as a whole (too many, too big): the halves may pass
@@ -324,7 +325,7 @@ class SendingWorker:
             self._backend_up()
             if len(lines) == 1:
                 self.stats.add("rejected")
-                self._log.log(logging.WARNING, "too-large", "PromptWall refused record %s alone (%s, %d bytes); dropped",
+                self._log.log(logging.WARNING, "too-large", self.target + " refused record %s alone (%s, %d bytes); dropped",
                               _request_id(lines[0]), answer.detail, len(lines[0]))  # fmt: skip
                 if claim is not None:
                     self.store.done(claim)
@@ -353,7 +354,7 @@ class SendingWorker:
     def _probe(self) -> Optional[bool]:
         """Is the backend up (None: no), and does a real write work (True) or is that unknown (False)?"""
         canary = self._canary
-        probe = self.client.post(body_of([canary])) if canary is not None else self.client.answers()
+        probe = self.client.send([canary]) if canary is not None else self.client.answers()
         if probe.verdict not in (Verdict.DELIVERED, Verdict.TOO_LARGE):
             return None
         return canary is not None and probe.status == 200
@@ -377,7 +378,7 @@ class SendingWorker:
         self.store.dead_letter(claim)
         self.stats.add("dead_lettered")
         where = getattr(self.store, "dead_directory", None)
-        logger.error("PromptWall: record %s failed %d times (%s) while the backend answered other requests; "
+        logger.error(self.target + ": record %s failed %d times (%s) while the backend answered other requests; "
                      "dead-lettered%s", _request_id(lines[0]), attempts, answer.detail,
                      f" to {where}" if where else " (spool off: dropped)")  # fmt: skip
 
@@ -396,12 +397,12 @@ class SendingWorker:
             with self._cond:
                 self._store_has_work, self._suspects_only = True, False
         if not self.client.has_key:
-            self._log.log(logging.ERROR, "no-key", "no PromptWall API key: set %s; %d records kept in %r until then",
+            self._log.log(logging.ERROR, "no-key", "no " + self.target + " API key: set %s; %d records kept in %r until then",
                           self.api_key_env, stored, self.store)  # fmt: skip
 
     def _backend_up(self) -> None:
         if self._failures:
-            logger.warning("PromptWall at %s answers again; sending what the spool holds", self.client.endpoint)
+            logger.warning(self.target + " at %s answers again; sending what the spool holds", self.client.endpoint)
         self._failures = 0
         self._down_until = 0.0
 
@@ -409,13 +410,13 @@ class SendingWorker:
         if answer.verdict in (Verdict.UNAUTHORIZED, Verdict.MISCONFIGURED):
             pause = _PAUSE_AFTER_REFUSAL_S
             what = "refused the API key (check %s)" % self.api_key_env if answer.verdict is Verdict.UNAUTHORIZED \
-                else "is not a PromptWall events endpoint"  # fmt: skip
-            self._log.log(logging.ERROR, "refused", "PromptWall at %s %s: %s; records are kept in the spool",
+                else "is not a %s endpoint" % self.client.endpoint_kind  # fmt: skip
+            self._log.log(logging.ERROR, "refused", self.target + " at %s %s: %s; records are kept in the spool",
                           self.client.endpoint, what, answer.detail)  # fmt: skip
         else:
             pause = answer.retry_after_s if answer.retry_after_s is not None else backoff_delay(self._failures)
             pause = min(pause, _PAUSE_AFTER_REFUSAL_S)
-            self._log.log(logging.WARNING, "down", "PromptWall unavailable (%s); records are kept in the spool, "
+            self._log.log(logging.WARNING, "down", self.target + " unavailable (%s); records are kept in the spool, "
                           "next try in %.1fs", answer.detail, pause)  # fmt: skip
         self._failures += 1
         with self._cond:
@@ -426,14 +427,14 @@ class SendingWorker:
         rejected = _rejected_items(answer)
         if answer.status == 400 and not rejected:  # one record refused as a whole
             self.stats.add("rejected", len(lines))
-            self._log.log(logging.ERROR, "bad-batch", "PromptWall rejected record %s: %s", _request_id(lines[0]),
+            self._log.log(logging.ERROR, "bad-batch", self.target + " rejected record %s: %s", _request_id(lines[0]),
                           str(body.get("error", "no reason given"))[:300])  # fmt: skip
             return
         if rejected:
             self.stats.add("rejected", len(rejected))
             shown = "; ".join(f"[{item.get('index')}] {item.get('request_id')}: {item.get('error')}"
                               for item in rejected[:5] if isinstance(item, dict))  # fmt: skip
-            self._log.log(logging.WARNING, "rejected", "PromptWall rejected %d of %d records: %s",
+            self._log.log(logging.WARNING, "rejected", self.target + " rejected %d of %d records: %s",
                           len(rejected), len(lines), shown)  # fmt: skip
         accepted = body.get("accepted")
         skipped = body.get("skipped")
@@ -449,7 +450,7 @@ class SendingWorker:
         except OSError:
             return
         if waiting:
-            logger.warning("PromptWall: %d records from earlier runs wait in %r; sending them to %s with the current key",
+            logger.warning(self.target + ": %d records from earlier runs wait in %r; sending them to %s with the current key",
                            waiting, self.store, self.client.endpoint)  # fmt: skip
 
 

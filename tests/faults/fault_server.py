@@ -24,7 +24,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar, Deque, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, ClassVar, Deque, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import httpx
@@ -242,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.owner._untrack(self.connection)
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-        if urlsplit(self.path).path.rstrip("/") != EVENTS_PATH:
+        if not self.owner.faulted(urlsplit(self.path).path.rstrip("/")):
             self._passthrough()
             return
         self.body, self.payload, self.gzipped = b"", None, False  # the handler outlives a request
@@ -347,8 +347,9 @@ class FaultServer:
     :func:`partial_reject` blanked.
     """
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, faulted: Callable[[str], bool] = lambda path: path == EVENTS_PATH) -> None:
         self.upstream = upstream.rstrip("/")
+        self.faulted = faulted  # which POST paths take faults (the rest pass through): /v1/events by default
         self.url = ""
         self.requests: List[RequestRecord] = []
         self.corrupted_ids: List[Any] = []
