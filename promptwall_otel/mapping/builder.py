@@ -89,6 +89,8 @@ FIELDS = Lookup({
     "cache_write": _CACHE_WRITE_KEYS,
     "reasoning": _REASONING_KEYS,
     "cost": _COST_KEYS,
+    **semconv.INPUT_MODALITIES,
+    **semconv.OUTPUT_MODALITIES,
     "response_id": RESPONSE_ID_KEYS,
     "finish_reasons": vercel.FINISH_REASON + ("llm.finish_reason",),
     "ttft_seconds": (semconv.TTFT_SECONDS,),
@@ -131,6 +133,7 @@ _PROVIDERS = {
 }  # fmt: skip
 
 _RECORD_TOKEN_FIELDS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+_MODALITY_FIELDS = (*semconv.INPUT_MODALITIES, *semconv.OUTPUT_MODALITIES)
 _RESPONSE_ID_MIN_CHARS = 16
 _DEDUPE_WINDOW_NS = 10_000_000_000
 
@@ -352,6 +355,17 @@ def _tokens(attrs: Mapping[str, Any], found: Mapping[str, Any], dialect: str, pr
     cache_read = count(found["cache_read"], "cache_read_tokens", warnings) or 0 if "cache_read" in found else 0
     cache_write = count(found["cache_write"], "cache_write_tokens", warnings) or 0 if "cache_write" in found else 0
     reasoning = count(found["reasoning"], "reasoning_tokens", warnings) or 0 if "reasoning" in found else 0
+    modalities = [(name, count(found[name], name, warnings)) for name in _MODALITY_FIELDS if name in found]
+    if modalities:
+        if prompt is None and any(name in semconv.INPUT_MODALITIES for name, _ in modalities):
+            prompt = sum(value or 0 for name, value in modalities if name in semconv.INPUT_MODALITIES)
+        if completion is None and any(name in semconv.OUTPUT_MODALITIES for name, _ in modalities):
+            completion = sum(value or 0 for name, value in modalities if name in semconv.OUTPUT_MODALITIES)
+    if completion is not None and reasoning > completion:
+        # The conventions count reasoning in the output; a producer that followed its provider's API
+        # (Gemini's candidates exclude thoughts) sent it apart: it is billed as output all the same.
+        warnings.append("completion_tokens: the output excluded reasoning tokens; added them")
+        completion += reasoning
     out: Dict[str, int] = {}
     if provider == "anthropic" and prompt is not None and prompt < cache_read + cache_write:
         # Anthropic's own input_tokens excludes the cache; semconv >= 1.40 wants it included.
@@ -372,6 +386,9 @@ def _tokens(attrs: Mapping[str, Any], found: Mapping[str, Any], dialect: str, pr
                             ("reasoning_tokens", reasoning)):  # fmt: skip
             if value:
                 out[name] = value
+    for name, value in modalities:
+        if value:
+            out[name] = value
     return out
 
 

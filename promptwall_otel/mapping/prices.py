@@ -10,7 +10,7 @@ import json
 import logging
 import re
 from importlib import resources
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 logger = logging.getLogger("promptwall_otel")
 
@@ -19,17 +19,26 @@ _UNIT = "USD per 1,000,000 tokens"
 
 
 class PriceTable:
-    """Per-model prices in USD per 1M tokens: ``input``, ``output``, ``cached_input``, ``cache_write``."""
+    """Per-model prices in USD per 1M tokens: ``input``, ``output``, ``cached_input``, ``cache_write``.
 
-    def __init__(self, models: Mapping[str, Mapping[str, float]], version: str = "", source: str = "") -> None:
+    Each entry names its ``source`` (a key of ``sources``, which says where the
+    prices were read and their date). Reasoning tokens are output tokens and
+    are priced as such (every producer counts them in the output, and the
+    mapping adds them when one did not); cache reads and writes have their
+    own prices, else the input price.
+    """
+
+    def __init__(self, models: Mapping[str, Mapping[str, Any]], version: str = "", source: str = "",
+                 sources: Optional[Mapping[str, Mapping[str, str]]] = None) -> None:  # fmt: skip
         self.models = {key.lower(): dict(value) for key, value in models.items()}
         self.version = version
         self.source = source
+        self.sources = dict(sources or {})
         self.label = f"price_table@{version}"
         """What records say in ``metadata.gen_ai.cost_source`` when the cost came from this table."""
         # Longest keys first, so the prefix fallback finds the most specific entry.
         self._by_length = sorted(self.models, key=len, reverse=True)
-        self._cache: Dict[str, Optional[Dict[str, float]]] = {}
+        self._cache: Dict[str, Optional[Dict[str, Any]]] = {}
         self._rates: Dict[str, Tuple[float, ...]] = {}
 
     @classmethod
@@ -39,6 +48,7 @@ class PriceTable:
         models = dict(shipped["models"])
         version = shipped.get("version", "")
         source = shipped.get("source", "")
+        sources = dict(shipped.get("sources", {}))
         if override_path:
             try:
                 with open(override_path, encoding="utf-8") as handle:
@@ -46,13 +56,25 @@ class PriceTable:
                 if override.get("unit", _UNIT) != _UNIT:
                     raise ValueError(f"unit must be {_UNIT!r}")
                 models.update(override["models"])
+                sources.update(override.get("sources", {}))
                 version = f"{version}+{override.get('version', 'custom')}"
                 source = f"{source}; overridden by {override_path}"
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 logger.warning("price file %s not used (%s); using the shipped table", override_path, exc)
-        return cls(models, version, source)
+        return cls(models, version, source, sources)
 
-    def lookup(self, model: str) -> Optional[Dict[str, float]]:
+    def source_of(self, model: str) -> Optional[str]:
+        """Where ``model``'s prices come from and their date (``"… (2026-11-20)"``); None if unknown."""
+        prices = self.lookup(model)
+        if prices is None:
+            return None
+        name = prices.get("source")
+        found = self.sources.get(name) if isinstance(name, str) else None
+        if found:
+            return f"{found.get('what', name)} ({found.get('date', 'undated')})"
+        return str(name) if name else self.source or None
+
+    def lookup(self, model: str) -> Optional[Dict[str, Any]]:
         """Prices for ``model``: exact, date suffix dropped, provider prefix dropped, longest ``-`` prefix."""
         key = model.strip().lower()
         if key in self._cache:
@@ -62,7 +84,7 @@ class PriceTable:
             self._cache[key] = found
         return found
 
-    def _find(self, key: str) -> Optional[Dict[str, float]]:
+    def _find(self, key: str) -> Optional[Dict[str, Any]]:
         candidates = [key]
         if "/" in key:
             candidates.append(key.rsplit("/", 1)[1])

@@ -29,6 +29,18 @@ CACHE_WRITE = (
     "gen_ai.usage.cache_creation_input_tokens",
 )
 REASONING = ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens")
+# Per-modality counts (semantic-conventions-genai, after 1.41): parts of input_tokens / output_tokens,
+# kept in metadata; they make the counts only when a producer sends no total.
+INPUT_MODALITIES = {
+    "text_input_tokens": ("gen_ai.usage.text.input_tokens",),
+    "image_input_tokens": ("gen_ai.usage.image.input_tokens",),
+    "audio_input_tokens": ("gen_ai.usage.audio.input_tokens", "llm.token_count.prompt_details.audio"),
+    "video_input_tokens": ("gen_ai.usage.video.input_tokens",),
+}
+OUTPUT_MODALITIES = {
+    "text_output_tokens": ("gen_ai.usage.text.output_tokens",),
+    "audio_output_tokens": ("gen_ai.usage.audio.output_tokens", "llm.token_count.completion_details.audio"),
+}
 COST = ("gen_ai.usage.cost",)
 CONVERSATION = ("gen_ai.conversation.id",)
 RESPONSE_ID = ("gen_ai.response.id",)
@@ -58,7 +70,10 @@ INFERENCE_OPERATIONS = frozenset({"chat", "text_completion", "generate_content",
 EMBEDDING_OPERATIONS = frozenset({"embeddings", "embedding"})
 AGGREGATE_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow", "agent_step"})
 CONTEXT_OPERATIONS = frozenset(
-    {"create_agent", "execute_tool", "retrieval", "run_guardrail", "plan",
+    {"create_agent", "execute_tool", "retrieval", "run_guardrail", "apply_guardrail", "plan",
+     # memory operations (any operation naming "memory" is one): context, never billed
+     "create_memory", "search_memory", "update_memory", "upsert_memory", "delete_memory",
+     "create_memory_store", "delete_memory_store",
      "execute_task", "llm_request", "vector_db_retrieve"}  # last three: OpenLLMetry's own values
 )  # fmt: skip
 
