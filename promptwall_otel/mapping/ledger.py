@@ -135,22 +135,29 @@ def paired_across_traces(calls: Sequence[SpanView]) -> Dict[int, int]:
     if len(calls) < 2 or len({view.scope_name for view in calls}) < 2 or len({view.trace_id for view in calls}) < 2:
         return {}
     groups: Dict[Tuple[Any, ...], List[SpanView]] = {}
+    resources: Dict[int, Tuple[Tuple[str, str], ...]] = {}  # in-process every span shares one resource object
     for view in calls:
         model = _request_model(view)
         if model is None:
             continue
-        resource = tuple(sorted((str(k), str(v)) for k, v in view.resource.items()))
+        resource = resources.get(id(view.resource))
+        if resource is None:
+            resource = resources[id(view.resource)] = tuple(sorted((str(k), str(v)) for k, v in view.resource.items()))
         groups.setdefault((model, view.status_code == "ERROR", resource), []).append(view)
     pairs: Dict[int, int] = {}
     for group in groups.values():
         if len(group) < 2 or len({view.scope_name for view in group}) < 2:
             continue
+        group.sort(key=lambda view: (view.start_ns, -view.end_ns))  # an encloser before what it encloses
         enclosers: Dict[int, List[int]] = {}
         enclosed: Dict[int, List[int]] = {}
-        for outer in group:
-            for inner in group:
+        for index, outer in enumerate(group):
+            # Started no earlier than outer (sorted), and before it ended: the few spans it may enclose.
+            for inner in group[index + 1:]:
+                if inner.start_ns > outer.end_ns:
+                    break
                 if (outer.trace_id != inner.trace_id and outer.scope_name != inner.scope_name
-                        and outer.start_ns <= inner.start_ns and inner.end_ns <= outer.end_ns):  # fmt: skip
+                        and inner.end_ns <= outer.end_ns):  # fmt: skip
                     enclosers.setdefault(inner.span_id, []).append(outer.span_id)
                     enclosed.setdefault(outer.span_id, []).append(inner.span_id)
         for inner_id, outers in enclosers.items():
