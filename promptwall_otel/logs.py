@@ -1,7 +1,8 @@
 """The log-record side: GenAI content emitted as log events joins its span's record.
 
 The official OpenAI instrumentation (and semconv 1.28-1.36 producers) emit
-prompts and answers as log records linked to the span by id, not on the span.
+prompts and answers as log records linked to the span by id, not on the span;
+evaluators emit ``gen_ai.evaluation.result`` records about a call the same way.
 ``PromptWallLogProcessor`` keeps those records, in-process and by span id,
 until the exporter builds the span's record; every other log record is
 ignored after one name check.
@@ -16,7 +17,7 @@ from opentelemetry.sdk._logs import LogRecordProcessor
 
 from ._stores import ContentStore, default_content
 from .mapping import from_sdk_log
-from .mapping.semconv import CONTENT_EVENTS
+from .mapping.semconv import JOINED_LOG_EVENTS
 
 logger = logging.getLogger("promptwall_otel")
 
@@ -38,7 +39,7 @@ class PromptWallLogProcessor(LogRecordProcessor):
 
     def on_emit(self, log_record: Any) -> None:
         try:
-            if _event_name(log_record) not in CONTENT_EVENTS:
+            if _event_name(log_record) not in JOINED_LOG_EVENTS:
                 return
             view = from_sdk_log(log_record)
             if view is not None:
@@ -50,7 +51,7 @@ class PromptWallLogProcessor(LogRecordProcessor):
         self.on_emit(log_record)
 
     def enabled(self, *, event_name: Optional[str] = None, **_: Any) -> bool:
-        return event_name is None or event_name in CONTENT_EVENTS
+        return event_name is None or event_name in JOINED_LOG_EVENTS
 
     def shutdown(self) -> None:
         pass

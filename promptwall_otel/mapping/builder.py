@@ -14,7 +14,7 @@ import logging
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ..record import STATUSES, format_ns
-from . import logfire, openinference, openllmetry, semconv, vercel
+from . import guardrails, logfire, openinference, openllmetry, semconv, vercel
 from .messages import Message, answer_of, prompt_of
 from .options import MappingOptions
 from .values import KeyPlan, Lookup, count, first, json_safe, number, repair, strings, text, truncate
@@ -48,6 +48,7 @@ GENAI_MARKERS = frozenset({
     "gen_ai.agent.name", "gen_ai.tool.name", "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens",
     openinference.SPAN_KIND, "llm.model_name", openllmetry.REQUEST_TYPE, openllmetry.SPAN_KIND,
     vercel.OPERATION_ID, "ai.model.id", logfire.ALL_MESSAGES, logfire.REQUEST_DATA, "agent_name",
+    *guardrails.GUARDRAIL_MARKERS,  # guardrail spans without GenAI keys (NeMo rails, Guardrails AI validators)
 })  # fmt: skip
 
 _MODEL_KEYS = semconv.RESPONSE_MODEL + openinference.MODEL + vercel.MODEL + semconv.REQUEST_MODEL \
@@ -402,8 +403,8 @@ def _status(view: SpanView, attrs: Mapping[str, Any], reasons: Optional[List[str
         if message:
             error["message"] = truncate(message, 1024)
         return "error", error
-    if reasons and "content_filter" in reasons:
-        return "blocked", None
+    if reasons and not guardrails.BLOCKING_FINISH_REASONS.isdisjoint(reasons):
+        return "blocked", None  # the provider's own filter stopped the answer
     return "ok", None
 
 
@@ -536,16 +537,20 @@ def build_event(
         event["use_case"] = use_case
     if team:
         event["team_id"] = team
+    set_by_application = []
     if "final_decision" in found:
         decision = text(found["final_decision"])
         if decision:
             event["final_decision"] = decision[:64]
+            set_by_application.append("final_decision")
     if "status" in found and text(found["status"]) in STATUSES:
         event["status"] = text(found["status"])
+        set_by_application.append("status")
     if "risk_score" in found:
         risk = number(found["risk_score"])
         if risk is not None:
             event["risk_score"] = min(1.0, max(0.0, risk))
+            set_by_application.append("risk_score")
 
     gen_ai: Dict[str, Any] = {"operation": operation}
     if provider_raw and provider_raw != provider:
@@ -580,6 +585,15 @@ def build_event(
             gen_ai["workflow_name"] = workflow
     if error:
         gen_ai["error"] = error
+    if set_by_application:  # guardrail verdicts and evaluations never override these (guardrails.combine)
+        gen_ai["set_by_application"] = set_by_application
+    provider_filter = guardrails.provider_filter_hit(reasons) if status == "blocked" else None
+    if provider_filter and "status" not in set_by_application:
+        event["policy_hits"] = [provider_filter]
+        event.setdefault("final_decision", "block")
+    evaluations = _evaluations(view, logs) if view.events or logs else None
+    if evaluations:
+        event.setdefault("policy_hits", []).extend(evaluations)
 
     if options.capture_content and span_class is SpanClass.INFERENCE:
         _fill_content(event, gen_ai, view, logs, dialect, options)
@@ -597,6 +611,63 @@ def build_event(
     metadata["otel"] = _otel_metadata(view, dialect, facts)
     event["metadata"] = metadata
     return _redacted(event, options)
+
+
+def guardrail_record(view: SpanView, verdicts: Sequence[guardrails.Verdict], options: MappingOptions,
+                     inherited: Inherited = Inherited(), follows: Optional[str] = None) -> Dict[str, Any]:
+    """The record of a guardrail whose call has no record to carry its verdict: a request it blocked
+    before any call, or (``follows``: that call's request_id) a verdict on a call whose record
+    already left. Never billed: no tokens, no cost, no content."""
+    facts = _facts(view.resource, options)
+    attrs = view.attributes
+    key = f"{follows}|{view.trace_id:032x}|{view.span_id:016x}" if follows else f"{view.trace_id:032x}|{view.span_id:016x}"
+    event: Dict[str, Any] = {
+        "request_id": "guard-" + hashlib.sha256(key.encode()).hexdigest()[:40],
+        "mode": options.mode,
+        "started_at": format_ns(view.start_ns),
+        "finished_at": format_ns(view.end_ns),
+        "latency_ms": max(0, (view.end_ns - view.start_ns) // 1_000_000),
+        "status": "ok",
+        "integration_id": facts.integration_id,
+    }
+    session = text(first(attrs, _SESSION_KEYS)) or inherited.session_id or text(first(attrs, _CONVERSATION_KEYS)) \
+        or inherited.conversation_id  # fmt: skip
+    user = text(first(attrs, _USER_KEYS)) or inherited.user_id
+    if session:
+        event["session_id"] = session[:256]
+    if user:
+        event["end_user_id"] = event["user_id"] = user[:256]
+    gen_ai: Dict[str, Any] = {"operation": "guardrail", "content_captured": False}
+    if follows:
+        gen_ai["guardrail_of"] = follows
+    for field, key, own in (("use_case", "promptwall.use_case", inherited.use_case), ("team_id", "promptwall.team_id", inherited.team_id)):
+        value = _dimension(attrs.get(key), own, getattr(options, field), view.resource, key)
+        if value:
+            event[field] = value
+    user_metadata = {**facts.metadata, **inherited.metadata}
+    metadata = {repair(str(k)): json_safe(v) for k, v in user_metadata.items()}
+    metadata["gen_ai"] = gen_ai
+    metadata["otel"] = _otel_metadata(view, "guardrail", facts)
+    event["metadata"] = metadata
+    guardrails.combine(event, verdicts)
+    return event
+
+
+def _evaluations(view: SpanView, logs: Sequence[LogView]) -> List[Dict[str, Any]]:
+    """``gen_ai.evaluation.result`` events about this call: on its span, or log records joined by its
+    span id (docs/mapping.md, "Evaluations")."""
+    found = []
+    for event in view.events:
+        if event.name == guardrails.EVALUATION_EVENT:
+            hit = guardrails.evaluation_hit(event.attributes)
+            if hit:
+                found.append(hit)
+    for log in logs:
+        if log.event_name == guardrails.EVALUATION_EVENT:
+            hit = guardrails.evaluation_hit(log.attributes)
+            if hit:
+                found.append(hit)
+    return found
 
 
 def _fill_cost(event: Dict[str, Any], found: Mapping[str, Any], tokens: Mapping[str, int],

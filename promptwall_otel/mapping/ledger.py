@@ -20,9 +20,10 @@ import time
 from collections import Counter, OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import openinference
+from . import guardrails, openinference
 from .builder import MODEL_KEYS, REQUEST_MODEL_KEYS, RESPONSE_ID_KEYS, Classification, Inherited, SpanClass, \
     build_event, classify  # fmt: skip
+from .builder import guardrail_record
 from .options import MappingOptions
 from .values import first, text
 from .view import LogView, SpanView
@@ -36,14 +37,19 @@ _SENT_IDS = 20_000  # response-keyed request ids remembered across batches (a co
 logger = logging.getLogger("promptwall_otel")
 
 
+_MAX_PENDING_VERDICTS = 64  # per trace: input guardrails that ran before their call's span ended
+
+
 class _Trace:
-    __slots__ = ("calls", "aggregate_request_id", "touched")
+    __slots__ = ("calls", "aggregate_request_id", "touched", "pending")
 
     def __init__(self) -> None:
         self.touched = time.monotonic()
         # span_id -> (request_id, parent_span_id, had_tokens) of inference spans already mapped
         self.calls: Dict[int, Tuple[str, Optional[int], bool]] = {}
         self.aggregate_request_id: Optional[str] = None
+        # verdicts of guardrails on a call that has not ended yet (an input rail before its call)
+        self.pending: List[guardrails.Verdict] = []
 
 
 def _has_tokens(event: Dict[str, Any]) -> bool:
@@ -188,6 +194,23 @@ def _same_call_records(records: Dict[int, Dict[str, Any]], pairs: Dict[int, int]
         a["request_id"] = b["request_id"] = shared
 
 
+def _guarded_call(guard: SpanView, target: Optional[str], calls: List[SpanView], guards: List[SpanView],
+                  by_span: Dict[int, Dict[str, Any]]) -> Optional[Dict[str, Any]]:  # fmt: skip
+    """The record of the call a guardrail span guarded, among this batch's calls of its trace."""
+
+    def own(call: SpanView) -> bool:  # a guardrail's own model call (a self-check) runs inside it
+        return any(g.trace_id == call.trace_id and g.start_ns <= call.start_ns and call.end_ns <= g.end_ns
+                   for g in guards)  # fmt: skip
+
+    candidates = [call for call in calls if call.trace_id == guard.trace_id and not own(call)]
+    if target != "output":
+        after = next((call for call in candidates if call.start_ns >= guard.start_ns), None)
+        if after is not None:
+            return by_span[after.span_id]
+    before = max((call for call in candidates if call.end_ns <= guard.end_ns), key=lambda call: call.end_ns, default=None)
+    return by_span[before.span_id] if before is not None else None
+
+
 def _primary_first(a: Dict[str, Any], b: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Which record of a duplicate pair leads: the one with usage, then the one keyed by response id."""
 
@@ -251,12 +274,17 @@ class TraceLedger:
         silently: a run's event shows them as steps, billed elsewhere.
         """
         classified: List[Tuple[SpanView, Classification]] = []
+        guards: List[SpanView] = []
         for view in views:
             classification = classify(view)
             if classification.span_class in (SpanClass.INFERENCE, SpanClass.AGGREGATE):
                 classified.append((view, classification))
-        if not classified:
+            elif classification.span_class is SpanClass.CONTEXT and guardrails.is_guardrail(view.attributes):
+                guards.append(view)
+        if not classified and not guards:
             return []
+        # Calls of a trace with a guardrail in this batch wait for its verdict (never emitted early).
+        guarded = {view.trace_id for view in guards}
         if emit is not None:
             calls = [view for view, classification in classified if classification.span_class is SpanClass.INFERENCE]
             call_ids = {view.span_id for view in calls}
@@ -295,7 +323,11 @@ class TraceLedger:
                         copies.append(event)
                     continue  # the call was handed out in an earlier batch: the backend keeps that one
                 early = emit is not None and (not keyed or (not shared_ids and unique_id(_candidate_id(view)) == 1)) \
-                    and view.span_id not in pairs  # fmt: skip
+                    and view.span_id not in pairs and view.trace_id not in guarded  # fmt: skip
+                trace_state = self._traces.get(view.trace_id)
+                if trace_state is not None and trace_state.pending:
+                    guardrails.combine(event, trace_state.pending)  # its input guardrail ended in an earlier batch
+                    trace_state.pending = []
                 if view.span_id in pairs:
                     paired_records[view.span_id] = event
                 if view.parent_span_id is None and spans_per_trace[view.trace_id] == 1 and view.trace_id not in self._traces:
@@ -351,9 +383,52 @@ class TraceLedger:
             if paired_records:
                 _same_call_records(paired_records, pairs)
             out = _merge_same_request_ids(out)
+            if guards:
+                self._apply_guardrails(guards, views, out, options, inherited_for)
             for event in out:
                 self._sending(event)
         return out
+
+    def _apply_guardrails(self, guards: List[SpanView], views: Sequence[SpanView], out: List[Dict[str, Any]],
+                          options: MappingOptions, inherited_for: Optional[InheritedFor]) -> None:  # fmt: skip
+        """Each guardrail's verdicts go onto the call it guarded (docs/mapping.md, "Guardrails and
+        evaluations"): the call that is its parent; else, in its trace, for an input (or unknown)
+        guardrail the first call starting after it started, for an output one the last call that ended
+        before it ended; calls inside a guardrail's own interval are its own model calls, never guarded
+        by it. A verdict whose call is not in this batch: waits on the trace for a later call (input),
+        becomes a follow-up record naming the call that already left (output), or, if it blocked and
+        no call exists, a record of the blocked request. None of these records carries tokens."""
+        by_span: Dict[int, Dict[str, Any]] = {}
+        for record in out:
+            otel = record["metadata"]["otel"]
+            for span_hex in [otel["span_id"], *otel.get("duplicate_spans", ())]:
+                if span_hex:
+                    by_span[int(span_hex, 16)] = record
+        calls = sorted((view for view in views if view.span_id in by_span), key=lambda view: view.start_ns)
+        tripped = guardrails.tripwire_names(views)
+        for guard in sorted(guards, key=lambda view: view.end_ns):
+            inherited = inherited_for(guard) if inherited_for else Inherited()  # taken for every guard: never left behind
+            verdicts = guardrails.verdict_of(guard, tripped.get(guard.trace_id, ()))
+            if not verdicts:
+                continue
+            target = next((verdict.target for verdict in verdicts if verdict.target), None)
+            record = by_span.get(guard.parent_span_id) if guard.parent_span_id else None
+            if record is None:
+                record = _guarded_call(guard, target, calls, guards, by_span)
+            if record is not None:
+                guardrails.combine(record, verdicts)
+                continue
+            trace = self._traces.get(guard.trace_id)
+            left = next(reversed(trace.calls.values()))[0] if trace is not None and trace.calls else None
+            if target != "input" and left is not None:
+                if any(verdict.decision != "allow" or verdict.risk for verdict in verdicts):  # a pass adds nothing
+                    out.append(guardrail_record(guard, verdicts, options, inherited, follows=left))
+            elif any(verdict.blocks for verdict in verdicts):
+                out.append(guardrail_record(guard, verdicts, options, inherited))
+            elif target != "output":
+                trace = self._trace(guard.trace_id)
+                if len(trace.pending) < _MAX_PENDING_VERDICTS:
+                    trace.pending.extend(verdicts)
 
     def _late_copy(self, event: Dict[str, Any]) -> None:
         """A copy of a call whose record an earlier batch handed out is dropped; if it held more than

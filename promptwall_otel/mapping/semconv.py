@@ -90,6 +90,9 @@ _INPUT_EVENTS = {
 }
 CHOICE_EVENT = "gen_ai.choice"
 CONTENT_EVENTS = frozenset({*_INPUT_EVENTS, CHOICE_EVENT, DETAILS_EVENT})
+EVALUATION_EVENT = "gen_ai.evaluation.result"  # judges a call: joins its record like content (guardrails.py)
+JOINED_LOG_EVENTS = CONTENT_EVENTS | {EVALUATION_EVENT}
+"""Log records kept for the span they name, until its record is built."""
 """Names of log records/span events that carry content for a span."""
 
 Conversation = Tuple[List[Message], List[Message]]

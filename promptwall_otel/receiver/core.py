@@ -34,7 +34,7 @@ from .._ratelimit import RateLimitedLogger
 from ..mapping import Inherited, LogView, MappingOptions, SpanClass, SpanView, classify
 from ..mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
 from ..mapping.ledger import TraceLedger
-from ..mapping.semconv import CHOICE_EVENT, CONTENT_EVENTS, DETAILS_EVENT, INPUT_MESSAGES, OUTPUT_MESSAGES
+from ..mapping.semconv import CHOICE_EVENT, DETAILS_EVENT, INPUT_MESSAGES, JOINED_LOG_EVENTS, OUTPUT_MESSAGES
 from .. import config
 from .._isolate import map_isolated
 from ..stats import ExportStats
@@ -220,7 +220,7 @@ class ReceiverCore:
         with self._lock:
             self.counters["logs_received"] += len(logs)
             for log in logs:
-                if log.event_name not in CONTENT_EVENTS:
+                if log.event_name not in JOINED_LOG_EVENTS:
                     continue
                 key = (tenant, log.span_id)
                 bucket = self._content.get(key)
