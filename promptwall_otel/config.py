@@ -10,7 +10,7 @@ import importlib
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 import platformdirs
 
@@ -133,6 +133,27 @@ def mapping_options(environ: Optional[Mapping[str, str]] = None, **overrides: An
 
 
 # --- exporter -----------------------------------------------------------------
+
+TARGET_PROMPTWALL = "promptwall"
+TARGETS = ("promptwall", "promptetheus")
+ENV_TARGETS = "PROMPTWALL_TARGETS"
+
+
+def targets(given: Optional[Sequence[str]] = None, environ: Optional[Mapping[str, str]] = None) -> Tuple[str, ...]:
+    """The export targets: the argument, else ``PROMPTWALL_TARGETS`` (comma-separated), else PromptWall alone.
+    An unknown name is warned about and ignored."""
+    names = list(given) if given is not None else (env_str(ENV_TARGETS, environ) or TARGET_PROMPTWALL).split(",")
+    chosen: List[str] = []
+    for name in (n.strip().lower() for n in names):
+        if name in TARGETS and name not in chosen:
+            chosen.append(name)
+        elif name and name not in TARGETS:
+            logger.warning("unknown export target %r ignored (known: %s)", name, ", ".join(TARGETS))
+    if not chosen:
+        logger.warning("no known export target given; sending to PromptWall")
+        chosen.append(TARGET_PROMPTWALL)
+    return tuple(chosen)
+
 
 ENV_API_KEY = "PROMPTWALL_API_KEY"
 ENV_BASE_URL = "PROMPTWALL_BASE_URL"

@@ -93,8 +93,9 @@ def announce(processor: Any) -> None:
 
     log = logging.getLogger("promptwall_otel")
     exporter = processor.exporter
-    log.info("PromptWall: GenAI spans go to %s (spool %r); `promptwall-otel doctor` checks the set-up",
-             exporter.endpoint, exporter.worker.store)  # fmt: skip
+    for outlet in exporter.outlets:
+        log.info("%s: GenAI spans go to %s (spool %r); `promptwall-otel doctor` checks the set-up",
+                 outlet.worker.target, outlet.worker.client.endpoint, outlet.worker.store)  # fmt: skip
     versions = {dist: _version(dist) for dist in {rule[0] for rule in KNOWN_BROKEN} | {rule[2] for rule in KNOWN_BROKEN}}
     for text in broken_pairs(versions):
         log.warning("PromptWall: %s; until then this instrumentation sends nothing", text)

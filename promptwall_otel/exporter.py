@@ -12,12 +12,14 @@ see (inheritance at span start, unsampled spans).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from . import config
+from . import config, promptetheus
 from ._isolate import map_isolated
 from ._stores import ContentStore, ContextStore, default_content, default_contexts
 from .mapping import Classification, Inherited, MappingOptions, SpanClass, SpanView, build_event, classify
@@ -27,13 +29,26 @@ from .mapping.ledger import TraceLedger
 from .mapping.runs import Run, RunAssembler, root_conversation, run_event
 from .stats import ExportStats, register_metrics
 from .transport import EventsClient, MemorySpool, RecordEncoder, SendingWorker, Spool
-from .transport.encoding import DEFAULT_MAX_BATCH_BYTES
+from .transport.encoding import DEFAULT_MAX_BATCH_BYTES, encode
+from .transport.promptetheus import PromptetheusClient
 from .transport.worker import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BUFFER_BYTES
 
 logger = logging.getLogger("promptwall_otel")
 
 _SHUTDOWN_S = 5.0
 _MEMORY_SPOOL_BYTES = 64 * 1024 * 1024  # with the spool off, what an outage may hold in memory
+
+Encoded = List[List[bytes]]
+"""What one batch of spans became: each outlet's encoded lines, in the order of ``outlets``."""
+
+
+class Outlet(NamedTuple):
+    """One export target: how a record becomes its line, and the worker that sends those lines."""
+
+    name: str  # "promptwall" or "promptetheus"
+    encode: Callable[[Dict[str, Any]], Optional[bytes]]
+    worker: SendingWorker
+    stats: ExportStats
 
 
 class PromptWallSpanExporter(SpanExporter):
@@ -63,72 +78,124 @@ class PromptWallSpanExporter(SpanExporter):
         contexts: Optional[ContextStore] = None,
         content: Optional[ContentStore] = None,
         meter_provider: Optional[object] = None,
+        targets: Optional[Sequence[str]] = None,
+        promptetheus_url: Optional[str] = None,
+        promptetheus_api_key: Optional[str] = None,
+        promptetheus_project_id: Optional[str] = None,
         **mapping_overrides: Any,
     ) -> None:
-        key = api_key or config.env_str(config.ENV_API_KEY)
-        self.endpoint = config.events_endpoint(base_url, endpoint)
-        if not self.endpoint.startswith(("http://", "https://")):
-            logger.error("PromptWall endpoint %r has no http:// or https://: set %s (or %s) to a full URL; records "
-                         "are kept in the spool until then", self.endpoint, config.ENV_BASE_URL, config.ENV_ENDPOINT)
-        extra_headers = dict(config.parse_headers(config.env_str(config.ENV_HEADERS) or ""))
-        extra_headers.update(headers or {})
-        client = EventsClient(
-            self.endpoint,
-            key,
-            headers=extra_headers,
-            timeout_s=timeout or config.env_float(config.ENV_TIMEOUT, 10.0),
-            compression=config.compression(compression),
-            certificate_file=certificate_file or config.env_str(config.ENV_CERTIFICATE),
-        )
+        self.targets = config.targets(targets)
         batch_bytes = max_batch_bytes or config.env_int(config.ENV_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_BYTES, minimum=1024)
         spool_on = spool if spool is not None else config.env_bool(config.ENV_SPOOL, True)
-        store: Any
-        if spool_on:
-            directory = spool_dir or config.env_str(config.ENV_SPOOL_DIR) or config.default_spool_dir()
+        directory = spool_dir or config.env_str(config.ENV_SPOOL_DIR) or config.default_spool_dir()
+
+        def store_in(folder: str) -> Any:
+            if not spool_on:
+                return MemorySpool(_MEMORY_SPOOL_BYTES, batch_bytes)
             limit = spool_max_bytes or config.env_int(config.ENV_SPOOL_MAX_BYTES, config.DEFAULT_SPOOL_MAX_BYTES, minimum=1)
-            store = Spool(directory, limit, batch_bytes)
-        else:
-            store = MemorySpool(_MEMORY_SPOOL_BYTES, batch_bytes)
+            return Spool(folder, limit, batch_bytes)
+
+        def worker_for(client: Any, folder: str, stats: ExportStats, api_key_env: str) -> SendingWorker:
+            return SendingWorker(
+                client,
+                store_in(folder),
+                stats,
+                max_batch_bytes=batch_bytes,
+                max_buffer_bytes=max_buffer_bytes or DEFAULT_MAX_BUFFER_BYTES,
+                max_attempts=max_attempts or config.env_int(config.ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS, minimum=1),
+                api_key_env=api_key_env,
+                name=f"{client.target.lower()}-send",
+            )
+
         self.mapping = mapping or config.mapping_options(**mapping_overrides)
         self.stats = ExportStats()
         # Records from the mapping are valid by construction; a redact hook can break them.
         self.encoder = RecordEncoder(self.stats, validate=self.mapping.redact is not None)
-        self.worker = SendingWorker(
-            client,
-            store,
-            self.stats,
-            max_batch_bytes=batch_bytes,
-            max_buffer_bytes=max_buffer_bytes or DEFAULT_MAX_BUFFER_BYTES,
-            max_attempts=max_attempts or config.env_int(config.ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS, minimum=1),
-            api_key_env=config.ENV_API_KEY,
-        )
+        self.outlets: List[Outlet] = []
+        self.endpoint = config.events_endpoint(base_url, endpoint)
+        self.worker: Optional[SendingWorker] = None
+        if config.TARGET_PROMPTWALL in self.targets:
+            if not self.endpoint.startswith(("http://", "https://")):
+                logger.error("PromptWall endpoint %r has no http:// or https://: set %s (or %s) to a full URL; records "
+                             "are kept in the spool until then", self.endpoint, config.ENV_BASE_URL, config.ENV_ENDPOINT)
+            extra_headers = dict(config.parse_headers(config.env_str(config.ENV_HEADERS) or ""))
+            extra_headers.update(headers or {})
+            client = EventsClient(
+                self.endpoint,
+                api_key or config.env_str(config.ENV_API_KEY),
+                headers=extra_headers,
+                timeout_s=timeout or config.env_float(config.ENV_TIMEOUT, 10.0),
+                compression=config.compression(compression),
+                certificate_file=certificate_file or config.env_str(config.ENV_CERTIFICATE),
+            )
+            self.worker = worker_for(client, directory, self.stats, config.ENV_API_KEY)
+            self.outlets.append(Outlet(config.TARGET_PROMPTWALL, self.encoder, self.worker, self.stats))
+        if promptetheus.TARGET in self.targets:
+            project = promptetheus_project_id or config.env_str(promptetheus.ENV_PROJECT)
+            client = PromptetheusClient(
+                promptetheus_url or config.env_str(promptetheus.ENV_URL) or promptetheus.DEFAULT_URL,
+                promptetheus_api_key or config.env_str(promptetheus.ENV_KEY),
+                timeout_s=timeout or config.env_float(config.ENV_TIMEOUT, 10.0),
+            )
+            stats = ExportStats()
+            # Its own folder inside the spool folder: a run is not a /v1/events record.
+            worker = worker_for(client, str(Path(directory) / promptetheus.TARGET), stats, promptetheus.ENV_KEY)
+            self.outlets.append(Outlet(promptetheus.TARGET, self._run_encoder(stats, project), worker, stats))
         self.contexts = contexts if contexts is not None else default_contexts
         self.content = content if content is not None else default_content
         self._ledger = TraceLedger()
-        self._runs = RunAssembler(self.mapping.max_run_seconds) if self.mapping.group_agent_runs else None
+        # Promptetheus traces runs, so its outlet needs them assembled whether or not PromptWall groups them.
+        self.assembles_runs = self.mapping.group_agent_runs or promptetheus.TARGET in self.targets
+        self._runs = RunAssembler(self.mapping.max_run_seconds) if self.assembles_runs else None
         self._shutdown = False
         register_metrics(self.stats, meter_provider)
 
+    @staticmethod
+    def _run_encoder(stats: ExportStats, project: Optional[str]) -> Callable[[Dict[str, Any]], Optional[bytes]]:
+        """A record to its Promptetheus run, encoded; a record it cannot reshape costs that run alone."""
+
+        def encode_run(record: Dict[str, Any]) -> Optional[bytes]:
+            try:
+                return encode(promptetheus.run_of(record, project))
+            except Exception:
+                stats.add("dropped")
+                logger.exception("Promptetheus: record %s cannot be made a run; dropped", record.get("request_id"))
+                return None
+
+        return encode_run
+
     def __repr__(self) -> str:
-        return f"PromptWallSpanExporter(endpoint={self.endpoint!r}, worker={self.worker!r})"
+        return f"PromptWallSpanExporter({', '.join(repr(outlet.worker) for outlet in self.outlets)})"
 
     def stats_snapshot(self) -> Dict[str, int]:
-        """Counters: exported, duplicates, rejected, spooled, replayed, dead_lettered, dropped."""
-        return self.stats.snapshot()
+        """Counters: exported, duplicates, rejected, spooled, replayed, dead_lettered, dropped (PromptWall's);
+        with the Promptetheus target on, its counters too, as ``promptetheus.exported`` and so on."""
+        counts = self.stats.snapshot()
+        for outlet in self.outlets:
+            if outlet.stats is not self.stats:
+                counts.update({f"{outlet.name}.{name}": value for name, value in outlet.stats.snapshot().items()})
+        return counts
 
-    def _map(self, spans: Sequence[ReadableSpan], emit: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
+    def _map(self, spans: Sequence[ReadableSpan], emit: Callable[..., None]) -> List[Tuple[Dict[str, Any], Optional[str]]]:
+        """Records for these spans, each with the one outlet it is for (None: every outlet); some go to ``emit``
+        early. With grouping off, a run is its calls for PromptWall and one run record for Promptetheus."""
         views = [from_readable_span(span) for span in spans if is_genai_span(span)]
         if not views:
             return []
         if self._runs is None:
-            return self._ledger.map_batch(views, self.mapping, logs_for=self.content.pop_for,
-                                          inherited_for=self.contexts.pop_for, emit=emit)  # fmt: skip
+            return [(record, None) for record in self._ledger.map_batch(
+                views, self.mapping, logs_for=self.content.pop_for, inherited_for=self.contexts.pop_for, emit=emit)]
         singles, runs = self._runs.add(views, self._run_of)
-        out = self._map_singles(singles, emit)
+        out: List[Tuple[Dict[str, Any], Optional[str]]] = [(record, None) for record in self._map_singles(singles, emit)]
         for run in runs:
-            record = self._run_record(run)
-            if record is not None:
-                out.append(record)
+            event, calls = self._run_record(run)
+            if self.mapping.group_agent_runs:
+                if event is not None:
+                    out.append((event, None))
+                continue
+            out.extend((call, config.TARGET_PROMPTWALL) for call in calls)
+            if event is not None:
+                out.append((event, promptetheus.TARGET))
         return out
 
     def _forget_contexts(self, views: Sequence[SpanView]) -> None:
@@ -138,7 +205,7 @@ class PromptWallSpanExporter(SpanExporter):
         for view in views:
             discard(view.span_id)
 
-    def _map_singles(self, views: Sequence[SpanView], emit: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
+    def _map_singles(self, views: Sequence[SpanView], emit: Optional[Callable[..., None]] = None) -> List[Dict[str, Any]]:
         if not views:
             return []
         try:
@@ -152,8 +219,9 @@ class PromptWallSpanExporter(SpanExporter):
         entry = self.contexts.get(view.span_id)
         return entry.run_span_id if entry is not None else None
 
-    def _run_record(self, run: Run) -> Optional[Dict[str, Any]]:
-        """One event for a finished run: its calls mapped by the ledger exactly as without grouping, then summed."""
+    def _run_record(self, run: Run) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]]]:
+        """One event for a finished run (None if a redact hook dropped it), and its calls' own records: the
+        calls are mapped by the ledger exactly as without grouping; the event sums them."""
         root = run.root
         inherited = self.contexts.get(root.span_id) or Inherited()
         _, operation, dialect = classify(root)
@@ -166,32 +234,28 @@ class PromptWallSpanExporter(SpanExporter):
         finally:
             self._forget_contexts(run.views())
         event = run_event(run, root_record, records, self.mapping, copies, root_conversation(root, self.mapping))
-        return redacted(event, self.mapping)
+        return redacted(event, self.mapping), records
 
-    def _held_runs(self, everything: bool) -> List[bytes]:
+    def _held_runs(self, everything: bool) -> Encoded:
         """Encoded records for runs released early: open too long, or (``everything``) all, at shutdown."""
-        if self._runs is None:
-            return []
-        views = self._runs.release_all() if everything else self._runs.expire()
-        lines: List[bytes] = []
-        if views:
-            for record in self._map_singles(views):
-                line = self.encoder(record)
-                if line is not None:
-                    lines.append(line)
-        return lines
+        encoded: Encoded = [[] for _ in self.outlets]
+        if self._runs is not None:
+            views = self._runs.release_all() if everything else self._runs.expire()
+            if views:
+                emit = self._emitter(encoded)
+                for record in self._map_singles(views):
+                    emit(record)
+        return encoded
 
     def expire_runs(self) -> None:
         """Send the spans of runs open longer than ``max_run_seconds`` as ordinary events (never raises)."""
         try:
-            lines = self._held_runs(everything=False)
-            if lines:
-                self.worker.offer(lines)
+            self.offer(self._held_runs(everything=False))
         except Exception:
             logger.exception("PromptWall: releasing expired agent runs failed")
 
-    def encode_spans(self, spans: Sequence[ReadableSpan]) -> List[bytes]:
-        """The events these spans map to, encoded, each record as soon as nothing can change it (no I/O).
+    def encode_spans(self, spans: Sequence[ReadableSpan]) -> Encoded:
+        """The records these spans map to, encoded for each outlet, each as soon as nothing can change it (no I/O).
 
         Few record dicts stay alive this way, so the garbage collections that
         the application pays for stay short. Never raises: if mapping the batch
@@ -202,26 +266,46 @@ class PromptWallSpanExporter(SpanExporter):
         ledger, which remembers those calls as sent, drops their copies: nothing
         is doubled.
         """
-        lines: List[bytes] = []
+        encoded: Encoded = [[] for _ in self.outlets]
 
         def dropped(span: ReadableSpan) -> None:
             self.stats.add("dropped")
             logger.error("PromptWall: span %016x of trace %032x (%r) cannot be mapped; dropped",
                          span.context.span_id, span.context.trace_id, span.name)  # fmt: skip
 
-        map_isolated(spans, lambda span: span.context.trace_id, lambda group: self._encode(group, lines), dropped)
-        return lines
+        map_isolated(spans, lambda span: span.context.trace_id, lambda group: self._encode(group, encoded), dropped)
+        return encoded
 
-    def _encode(self, spans: Sequence[ReadableSpan], lines: List[bytes]) -> None:
-        encode = self.encoder
+    def _emitter(self, encoded: Encoded) -> Callable[..., None]:
+        """``emit(record, only=None)``: encode a record for every outlet (or only the one named) into ``encoded``."""
+        pairs = list(zip(self.outlets, encoded))
 
-        def emit(record: Dict[str, Any]) -> None:
-            line = encode(record)
-            if line is not None:
-                lines.append(line)
+        def emit(record: Dict[str, Any], only: Optional[str] = None) -> None:
+            for outlet, lines in pairs:
+                if only is None or only == outlet.name:
+                    line = outlet.encode(record)
+                    if line is not None:
+                        lines.append(line)
 
-        for record in self._map(spans, emit):
-            emit(record)
+        return emit
+
+    def _encode(self, spans: Sequence[ReadableSpan], encoded: Encoded) -> None:
+        emit = self._emitter(encoded)
+        for record, only in self._map(spans, emit):
+            emit(record, only)
+
+    def offer(self, encoded: Encoded) -> None:
+        """Hand each outlet's lines to its worker (never waits on the network)."""
+        for outlet, lines in zip(self.outlets, encoded):
+            outlet.worker.offer(lines)
+
+    def flush_workers(self, timeout_s: float) -> bool:
+        """Send what every worker holds and try the spools, within ``timeout_s`` in all."""
+        deadline = time.monotonic() + timeout_s
+        done = True
+        for outlet in self.outlets:
+            done = outlet.worker.flush(max(0.0, deadline - time.monotonic())) and done
+        return done
 
     def forget_traces(self, trace_ids: Sequence[int]) -> None:
         """These traces' roots ended (the processor saw it): the ledger need not remember them."""
@@ -232,7 +316,7 @@ class PromptWallSpanExporter(SpanExporter):
         if self._shutdown:
             return SpanExportResult.FAILURE
         try:
-            self.worker.offer(self.encode_spans(spans))
+            self.offer(self.encode_spans(spans))
             if self._runs is not None:
                 self.expire_runs()
             return SpanExportResult.SUCCESS
@@ -242,7 +326,7 @@ class PromptWallSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Send what is queued and try the spool; True if nothing is left waiting."""
-        return self.worker.flush(timeout_millis / 1000)
+        return self.flush_workers(timeout_millis / 1000)
 
     def shutdown(self, timeout_s: float = _SHUTDOWN_S) -> None:
         """Send what is queued within ``timeout_s``; the rest (in flight included) goes to the spool."""
@@ -250,16 +334,17 @@ class PromptWallSpanExporter(SpanExporter):
             return
         self._shutdown = True
         try:  # a run still open at exit: its spans go out as ordinary events rather than be lost
-            lines = self._held_runs(everything=True)
-            if lines:
-                self.worker.offer(lines)
+            self.offer(self._held_runs(everything=True))
         except Exception:
             logger.exception("PromptWall: releasing open agent runs at shutdown failed")
-        self.worker.close(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for index, outlet in enumerate(self.outlets):  # each its share of what is left
+            outlet.worker.close(max(0.5, (deadline - time.monotonic()) / (len(self.outlets) - index)))
 
     def reinit_after_fork(self) -> None:
         """A forked child gets its own connection pool, sending thread and ledger."""
-        self.worker.after_fork()
+        for outlet in self.outlets:
+            outlet.worker.after_fork()
         self._ledger = TraceLedger()
         if self._runs is not None:
             self._runs = RunAssembler(self.mapping.max_run_seconds)

@@ -151,7 +151,7 @@ class PromptWallSpanProcessor(SpanProcessor):
         self._contexts = self.exporter.contexts
         self._inherited = self._contexts.entries  # the dict itself: its truth test costs no Python call
         self._last_baggage: Tuple[Any, Optional[Inherited]] = (None, None)  # (baggage dict, what it lends)
-        self._group_runs = self.exporter.mapping.group_agent_runs
+        self._group_runs = self.exporter.assembles_runs
         self._log = RateLimitedLogger(logger)
         self._start_worker()
         weak_reinit = weakref.WeakMethod(self._after_fork)
@@ -294,7 +294,7 @@ class PromptWallSpanProcessor(SpanProcessor):
             requests = self._pop_flush_requests()
             if requests:  # flushed means sent (or, with the backend down, safely spooled), not only queued
                 deadline = max(at for _, at in requests)
-                self.exporter.worker.flush(max(0.0, deadline - time.monotonic()))
+                self.exporter.flush_workers(max(0.0, deadline - time.monotonic()))
             for request, _ in requests:
                 request.set()
             if self._stopping and not self._queue:
@@ -305,13 +305,13 @@ class PromptWallSpanProcessor(SpanProcessor):
         while self._queue:
             batch, ended = self._take()
             try:
-                lines = self.exporter.encode_spans(batch)
+                encoded = self.exporter.encode_spans(batch)
                 self.exporter.forget_traces(ended)
             except Exception:
                 self._log.log(logging.ERROR, "export", "PromptWall mapping failed", exc_info=True)
                 continue
-            self.exporter.worker.offer(lines)
-            span_bytes += sum(map(len, lines))
+            self.exporter.offer(encoded)
+            span_bytes += sum(len(line) for lines in encoded for line in lines)
             total_spans += len(batch)
         if total_spans:
             self._queue_limit = self._limit_for(span_bytes / total_spans)

@@ -2,21 +2,26 @@
 
 Folders: the app spools (one per service) under ``{cache}/spool/``, the
 receiver's (one per tenant, holding its key) under ``{cache}/receiver/``, or
-one given with ``--dir``. Replay sends with the key and URL configured now
-(``PROMPTWALL_API_KEY``, ``PROMPTWALL_BASE_URL``), or a receiver tenant's own
-key, through the same sending worker as the exporter. Nothing here prints a
+one given with ``--dir``; a ``promptetheus`` folder inside one holds runs for
+the Promptetheus target. Replay sends with the key and URL configured now
+(``PROMPTWALL_API_KEY``, ``PROMPTWALL_BASE_URL``; ``PROMPTETHEUS_API_KEY``,
+``PROMPTETHEUS_API_URL`` for runs), or a receiver tenant's own key, through
+the same sending worker as the exporter. Nothing here prints a
 key or a record's content.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import List, Optional
 
-from . import config
+from . import config, promptetheus
 from .stats import ExportStats
 from .transport import EventsClient, SendingWorker, Spool
+from .transport.http import Destination
+from .transport.promptetheus import PromptetheusClient
 from .transport.spool import count_of
 
 _TENANT_KEY = "tenant.key"
@@ -32,7 +37,12 @@ def _folders(args: argparse.Namespace) -> List[Path]:
     configured = config.env_str(config.ENV_SPOOL_DIR)
     if configured and Path(configured).is_dir() and Path(configured) not in found:
         found.insert(0, Path(configured))
-    return found
+    runs = [folder / promptetheus.TARGET for folder in found if (folder / promptetheus.TARGET).is_dir()]
+    return found + runs
+
+
+def _holds_runs(folder: Path) -> bool:
+    return folder.name == promptetheus.TARGET
 
 
 def _spool(folder: Path) -> Spool:
@@ -50,7 +60,8 @@ def _list(args: argparse.Namespace) -> int:
         dead = spool.dead_letters()
         records = sum(count for _, _, count in batches)
         size = sum(size for _, size, _ in batches)
-        owner = "receiver tenant" if (folder / _TENANT_KEY).exists() else "app"
+        owner = "receiver tenant" if (folder / _TENANT_KEY).exists() else "Promptetheus runs" if _holds_runs(folder) \
+            else "app"  # fmt: skip
         print(f"{folder} ({owner}): {records} records waiting in {len(batches)} batches ({size} bytes); "
               f"{sum(count_of(p) for p in dead)} dead letters")  # fmt: skip
         if args.verbose:
@@ -76,16 +87,24 @@ def _replay(args: argparse.Namespace) -> int:
             continue
         key = _key_for(folder)
         if not key:
-            print(f"{folder}: {waiting} records wait, but no key: set {config.ENV_API_KEY}")
+            print(f"{folder}: {waiting} records wait, but no key: set "
+                  f"{promptetheus.ENV_KEY if _holds_runs(folder) else config.ENV_API_KEY}")  # fmt: skip
             status = 1
             continue
         stats = ExportStats()
-        worker = SendingWorker(EventsClient(endpoint, key), spool, stats)
+        client: Destination = EventsClient(endpoint, key)
+        if _holds_runs(folder):
+            client = PromptetheusClient(config.env_str(promptetheus.ENV_URL) or promptetheus.DEFAULT_URL, key)
+        worker = SendingWorker(client, spool, stats)
+        deadline = time.monotonic() + args.timeout
         done = worker.flush(args.timeout)
+        while not done and time.monotonic() < deadline - 0.5:  # an outage answer ends one flush: keep trying
+            time.sleep(0.5)
+            done = worker.flush(max(0.0, deadline - time.monotonic()))
         worker.close(1.0)
         counts = stats.snapshot()
         left = spool.pending()
-        print(f"{folder}: {counts['replayed']} records sent to {endpoint} ({counts['exported']} stored, "
+        print(f"{folder}: {counts['replayed']} records sent to {client.endpoint} ({counts['exported']} stored, "
               f"{counts['duplicates']} already there, {counts['rejected']} rejected, {counts['dead_lettered']} "
               f"dead-lettered); {left} still waiting")  # fmt: skip
         if not done or left:
@@ -97,7 +116,7 @@ def _key_for(folder: Path) -> Optional[str]:
     tenant = folder / _TENANT_KEY
     if tenant.is_file():
         return tenant.read_bytes().decode("utf-8", "surrogatepass")
-    return config.env_str(config.ENV_API_KEY)
+    return config.env_str(promptetheus.ENV_KEY if _holds_runs(folder) else config.ENV_API_KEY)
 
 
 def _purge(args: argparse.Namespace) -> int:

@@ -1,7 +1,10 @@
 """Entry points for ``opentelemetry-instrument``: zero code, same records as ``configure()``.
 
 ``OTEL_TRACES_EXPORTER=promptwall`` and ``OTEL_LOGS_EXPORTER=promptwall`` make
-the SDK's auto-configuration instantiate the two classes below. Each installs
+the SDK's auto-configuration instantiate the two classes below;
+``OTEL_TRACES_EXPORTER=promptetheus`` (alone or beside ``promptwall``) sends
+agent runs to Promptetheus. Whichever names the variable lists, one processor
+is installed, with those targets, so no span is mapped twice. Each installs
 the real pipeline into the provider the SDK just created (a
 ``PromptWallSpanProcessor``, a ``PromptWallLogProcessor``; both share the
 process-wide stores) and is itself an inert exporter: the SDK wraps exporters
@@ -12,8 +15,9 @@ content only after a delay.
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from opentelemetry import trace
 from opentelemetry._logs import get_logger_provider
@@ -22,6 +26,7 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from . import config
 from ._stores import default_content, default_contexts
 from .doctor import announce
 from .exporter import PromptWallSpanExporter
@@ -34,7 +39,7 @@ _installed: dict = {}
 
 
 class ZeroCodeSpanExporter(SpanExporter):
-    """``opentelemetry_traces_exporter`` entry point ``promptwall``."""
+    """``opentelemetry_traces_exporter`` entry points ``promptwall`` and ``promptetheus``."""
 
     def __init__(self, **_: Any) -> None:
         provider = trace.get_tracer_provider()
@@ -45,7 +50,7 @@ class ZeroCodeSpanExporter(SpanExporter):
             if not isinstance(provider, TracerProvider):
                 logger.error("promptwall traces exporter: no SDK TracerProvider to attach to; nothing is exported")
                 return
-            exporter = PromptWallSpanExporter(contexts=default_contexts, content=default_content)
+            exporter = PromptWallSpanExporter(contexts=default_contexts, content=default_content, targets=_targets())
             self.processor = _installed["traces"] = PromptWallSpanProcessor(exporter)
             provider.add_span_processor(self.processor)
             announce(self.processor)
@@ -55,6 +60,13 @@ class ZeroCodeSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         pass  # the provider shuts the installed processor down itself
+
+
+def _targets() -> Optional[List[str]]:
+    """Our targets among ``OTEL_TRACES_EXPORTER``'s names (None: as ``PROMPTWALL_TARGETS`` says)."""
+    names = [name.strip().lower() for name in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")]
+    chosen = [name for name in names if name in config.TARGETS]
+    return chosen or None
 
 
 class ZeroCodeLogExporter(LogRecordExporter):

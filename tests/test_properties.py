@@ -113,12 +113,13 @@ def _finite(value: Any) -> bool:
 @given(specs=spans_strategy)
 def test_any_span_becomes_a_valid_record_or_a_counted_rejection(exporter: PromptWallSpanExporter, specs: List[Any]) -> None:
     before = exporter.stats_snapshot()
-    lines = exporter.encode_spans(make_spans(specs))  # raises nothing, whatever the spans hold
+    encoded = exporter.encode_spans(make_spans(specs))  # raises nothing, whatever the spans hold
+    (lines,) = encoded  # one outlet: PromptWall
     for line in lines:
         record = json.loads(line)
         assert validate_event(record) == [], record
         assert _finite(record), "NaN or infinity in a record"
-    exporter.worker.offer(lines)
+    exporter.offer(encoded)
     assert exporter.force_flush(20_000)
     after = exporter.stats_snapshot()
     delta: Dict[str, int] = {name: after[name] - before[name] for name in after}

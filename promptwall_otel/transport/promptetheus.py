@@ -28,7 +28,6 @@ from .http import RETRYABLE_STATUSES, Answer, Verdict, parse_retry_after
 
 MAX_EVENTS_PER_REQUEST = 500
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-DEFAULT_URL = "http://127.0.0.1:4318"
 
 
 class _Stop(Exception):

@@ -278,10 +278,10 @@ def test_next_batch_is_mapped_while_a_request_is_in_flight(backend: LocalBackend
     mapped_at: List[float] = []
     encode_spans = processor.exporter.encode_spans
 
-    def observed_encode(spans: Any) -> List[bytes]:  # observation only: the real mapping and sending run
-        lines = encode_spans(spans)
+    def observed_encode(spans: Any) -> List[List[bytes]]:  # observation only: the real mapping and sending run
+        encoded = encode_spans(spans)
         mapped_at.append(time.monotonic())
-        return lines
+        return encoded
 
     processor.exporter.encode_spans = observed_encode  # type: ignore[method-assign]
     provider = TracerProvider()
@@ -346,9 +346,9 @@ def test_a_span_the_mapping_cannot_handle_costs_its_own_record_only(backend: Loc
     monkeypatch.setattr(ledger, "build_event", fails_on_one)
     target = exporter(backend.url, tmp_path)
     spans = chat_spans(5)
-    lines = target.encode_spans(spans)
-    assert len(lines) == 4 and target.stats_snapshot()["dropped"] == 1
-    target.worker.offer(lines)
+    encoded = target.encode_spans(spans)
+    assert [len(lines) for lines in encoded] == [4] and target.stats_snapshot()["dropped"] == 1
+    target.offer(encoded)
     assert target.force_flush(10_000)
     stored = sorted(e["metadata"]["gen_ai"]["response_id"][-6:] for e in stored_events(backend.url))
     assert stored == ["000000", "000001", "000003", "000004"]

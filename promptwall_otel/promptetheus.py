@@ -1,0 +1,158 @@
+"""PromptWall records to Promptetheus runs: the second target's whole mapping, pure and I/O-free.
+
+Promptetheus (``docs/promptetheus.md``) traces agent runs: a trace per run,
+then the run's steps as ordered events. Spans are mapped once, by the
+PromptWall mapping (the trace ledger and the agent-run grouping of
+:mod:`promptwall_otel.mapping.runs`); this module only reshapes its records:
+
+- a **run record** (``request_id`` ``run-…`` with ``spans[]``: an agent or
+  workflow run) becomes one trace whose events are the run's prompt as a
+  ``user_message``, then one event per stage in start order (``llm_call``,
+  ``tool_call``, ``retrieval``, ``guardrail_check``, ``goal_check`` for an
+  evaluation, ``agent_step`` for nested agents, workflows, tasks, plans and
+  memory operations), then an ``error`` if the run failed;
+- any other record (a call outside every run) becomes a one-step trace: its
+  prompt as a ``user_message``, the call as an ``llm_call``.
+
+Invariants:
+
+- Ids are deterministic, so a retry or a replay never doubles anything: the
+  trace ``id`` is the record's ``request_id`` (for a run, derived from the
+  OTel trace and the run's span), and each event's ``idempotency_key`` is
+  ``{trace id}:{span id or role}:{type}``.
+- ``seq`` follows the order in which the steps started (the run's prompt
+  first, its error last).
+- Content travels only as the PromptWall record carries it (the same
+  ``capture_content``, caps and redact hook); every ``llm_call`` also names
+  its PromptWall record in ``prompt_ref``, so the two backends join.
+- Tokens are counted once per call: a stage whose call was billed in another
+  record (``billed_in``) carries no token counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional
+
+from .record import format_ns
+
+__all__ = ["run_of"]
+
+TARGET = "promptetheus"
+ENV_URL = "PROMPTETHEUS_API_URL"
+DEFAULT_URL = "http://127.0.0.1:4318"  # the seed's default (the OTLP/HTTP port: set the URL when both run)
+ENV_KEY = "PROMPTETHEUS_API_KEY"
+ENV_PROJECT = "PROMPTETHEUS_PROJECT_ID"
+PROJECT_ATTRIBUTE = "promptetheus.project_id"
+"""A resource attribute naming the project, when ``project_id`` is not configured."""
+
+_TYPES = {
+    "llm": "llm_call", "embedding": "llm_call", "tool": "tool_call", "retrieval": "retrieval",
+    "guardrail": "guardrail_check", "evaluation": "goal_check",
+}  # fmt: skip
+_GOAL_CHARS = 4096
+
+
+def run_of(record: Mapping[str, Any], project_id: Optional[str] = None) -> Dict[str, Any]:
+    """The Promptetheus run (``{"trace": {...}, "events": [...]}``) of one PromptWall record."""
+    metadata = record.get("metadata") or {}
+    gen_ai = metadata.get("gen_ai") or {}
+    otel = metadata.get("otel") or {}
+    resource = otel.get("resource") or {}
+    trace_id = record["request_id"]
+    trace: Dict[str, Any] = {
+        "id": trace_id,
+        "agent": gen_ai.get("agent_name") or resource.get("service.name") or "unknown_service",
+    }
+    project = project_id or resource.get(PROJECT_ATTRIBUTE)
+    if project:
+        trace["project_id"] = str(project)
+    if record.get("prompt"):
+        trace["user_goal"] = record["prompt"][:_GOAL_CHARS]
+
+    events: List[Dict[str, Any]] = []
+
+    def add(kind: str, key: str, timestamp: str, payload: Dict[str, Any]) -> None:
+        events.append({
+            "type": kind, "session_id": record.get("session_id") or trace_id, "timestamp": timestamp,
+            "seq": len(events), "idempotency_key": f"{trace_id}:{key}:{kind}", "payload": payload,
+        })  # fmt: skip
+
+    started = record.get("started_at") or format_ns(0)
+    user: Dict[str, Any] = {"content": record.get("prompt"), "content_ref": trace_id}
+    for name in ("end_user_id", "user_id"):
+        if record.get(name):
+            user[name] = record[name]
+    add("user_message", "user", started, user)
+
+    stages = record.get("spans")
+    if isinstance(stages, list) and trace_id.startswith("run-"):
+        for stage in stages:
+            meta = stage.get("metadata") or {}
+            kind = meta.get("kind") or "step"
+            add(_TYPES.get(kind, "agent_step"), str(meta.get("span_id") or len(events)), stage.get("started_at") or
+                started, _stage_payload(stage, meta, kind))  # fmt: skip
+    else:
+        add("llm_call", str(otel.get("span_id") or "call"), started, _call_payload(record))
+    if record.get("status") == "error":
+        add("error", "run", record.get("finished_at") or started,
+            {"error_code": record.get("error_code") or "error", "content_ref": trace_id})  # fmt: skip
+    return {"trace": trace, "events": events}
+
+
+def _call_payload(record: Mapping[str, Any]) -> Dict[str, Any]:
+    """An ``llm_call`` from a call's own record."""
+    payload: Dict[str, Any] = {"model": record.get("model"), "prompt_ref": record["request_id"]}
+    _copy(record, payload, ("provider", "latency_ms", "cost_usd", "status", "error_code"))
+    payload["input_tokens"] = record.get("prompt_tokens", 0)
+    payload["output_tokens"] = record.get("completion_tokens", 0)
+    if record.get("answer"):
+        payload["completion"] = record["answer"]
+    return payload
+
+
+def _stage_payload(stage: Mapping[str, Any], meta: Mapping[str, Any], kind: str) -> Dict[str, Any]:
+    """One step of a run from its ``spans[]`` stage (what PromptWall's multi-step form carries)."""
+    payload: Dict[str, Any] = {"name": stage.get("stage_name"), "status": stage.get("status", "ok")}
+    _copy(stage, payload, ("error_code", "ended_at"))
+    latency = _latency_ms(stage.get("started_at"), stage.get("ended_at"))
+    if latency is not None:
+        payload["latency_ms"] = latency
+    if kind in ("llm", "embedding"):
+        payload["model"] = meta.get("model")
+        _copy(meta, payload, ("provider",))
+        if meta.get("request_id"):
+            payload["prompt_ref"] = meta["request_id"]
+        billed_elsewhere = bool(meta.get("billed_in"))
+        payload["input_tokens"] = 0 if billed_elsewhere else stage.get("prompt_tokens", 0)
+        payload["output_tokens"] = 0 if billed_elsewhere else stage.get("completion_tokens", 0)
+        if billed_elsewhere:
+            payload["billed_in"] = meta["billed_in"]
+        elif stage.get("cost_usd"):
+            payload["cost_usd"] = stage["cost_usd"]
+        if stage.get("summary"):
+            payload["completion"] = stage["summary"]
+    elif kind == "tool":
+        _copy(meta, payload, ("tool_call_id",))
+    elif kind == "guardrail":
+        _copy(meta, payload, ("status",))
+    elif kind == "evaluation":
+        payload["passed"] = stage.get("status", "ok") == "ok"
+        payload["mismatches"] = [stage["error_code"]] if stage.get("error_code") else []
+    else:
+        payload["kind"] = kind
+    return payload
+
+
+def _copy(source: Mapping[str, Any], target: Dict[str, Any], names: tuple) -> None:
+    for name in names:
+        if source.get(name) is not None:
+            target[name] = source[name]
+
+
+def _latency_ms(started: Any, ended: Any) -> Optional[int]:
+    from .record import parse_timestamp
+
+    start, end = parse_timestamp(started), parse_timestamp(ended)
+    if start is None or end is None:
+        return None
+    return max(0, int((end - start).total_seconds() * 1000))
