@@ -92,6 +92,8 @@ FIELDS = Lookup({
     "cost": _COST_KEYS,
     **semconv.INPUT_MODALITIES,
     **semconv.OUTPUT_MODALITIES,
+    "any_modality": tuple(key for keys in (*semconv.INPUT_MODALITIES.values(), *semconv.OUTPUT_MODALITIES.values())
+                          for key in keys),  # present when any is: one test per span, not eight  # fmt: skip
     "response_id": RESPONSE_ID_KEYS,
     "finish_reasons": vercel.FINISH_REASON + ("llm.finish_reason",),
     "ttft_seconds": (semconv.TTFT_SECONDS,),
@@ -356,13 +358,11 @@ def _tokens(attrs: Mapping[str, Any], found: Mapping[str, Any], dialect: str, pr
     cache_read = count(found["cache_read"], "cache_read_tokens", warnings) or 0 if "cache_read" in found else 0
     cache_write = count(found["cache_write"], "cache_write_tokens", warnings) or 0 if "cache_write" in found else 0
     reasoning = count(found["reasoning"], "reasoning_tokens", warnings) or 0 if "reasoning" in found else 0
-    modalities = [(name, count(found[name], name, warnings)) for name in _MODALITY_FIELDS if name in found]
-    if modalities:
-        if prompt is None and any(name in semconv.INPUT_MODALITIES for name, _ in modalities):
-            prompt = sum(value or 0 for name, value in modalities if name in semconv.INPUT_MODALITIES)
-        if completion is None and any(name in semconv.OUTPUT_MODALITIES for name, _ in modalities):
-            completion = sum(value or 0 for name, value in modalities if name in semconv.OUTPUT_MODALITIES)
-    if completion is not None and reasoning > completion:
+    if "any_modality" in found:
+        prompt, completion, modalities = _modality_counts(found, prompt, completion, warnings)
+    else:
+        modalities = ()
+    if reasoning and completion is not None and reasoning > completion:
         # The conventions count reasoning in the output; a producer that followed its provider's API
         # (Gemini's candidates exclude thoughts) sent it apart: it is billed as output all the same.
         warnings.append("completion_tokens: the output excluded reasoning tokens; added them")
@@ -387,10 +387,20 @@ def _tokens(attrs: Mapping[str, Any], found: Mapping[str, Any], dialect: str, pr
                             ("reasoning_tokens", reasoning)):  # fmt: skip
             if value:
                 out[name] = value
-    for name, value in modalities:
-        if value:
-            out[name] = value
+    if modalities:
+        out.update((name, value) for name, value in modalities if value)
     return out
+
+
+def _modality_counts(found: Mapping[str, Any], prompt: Optional[int], completion: Optional[int],
+                     warnings: List[str]) -> Tuple[Optional[int], Optional[int], List[Tuple[str, int]]]:  # fmt: skip
+    """Per-modality counts, and the totals they make when the span has none (they are parts of the totals)."""
+    modalities = [(name, count(found[name], name, warnings) or 0) for name in _MODALITY_FIELDS if name in found]
+    if prompt is None and any(name in semconv.INPUT_MODALITIES for name, _ in modalities):
+        prompt = sum(value for name, value in modalities if name in semconv.INPUT_MODALITIES)
+    if completion is None and any(name in semconv.OUTPUT_MODALITIES for name, _ in modalities):
+        completion = sum(value for name, value in modalities if name in semconv.OUTPUT_MODALITIES)
+    return prompt, completion, modalities
 
 
 def _status(view: SpanView, attrs: Mapping[str, Any], reasons: Optional[List[str]]) -> Tuple[str, Optional[Dict[str, Any]]]:
