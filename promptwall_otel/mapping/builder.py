@@ -748,7 +748,8 @@ def _otel_metadata(view: SpanView, dialect: str, facts: _ResourceFacts) -> Dict[
 
 
 _RESOURCE_KEYS = ("service.name", "service.version", "service.namespace", "deployment.environment",
-                  "deployment.environment.name", "telemetry.sdk.language")  # fmt: skip
+                  "deployment.environment.name", "telemetry.sdk.language",
+                  "promptetheus.project_id")  # the Promptetheus target's project, when not configured  # fmt: skip
 
 
 def _redacted(event: Dict[str, Any], options: MappingOptions) -> Optional[Dict[str, Any]]:

@@ -137,3 +137,24 @@ def test_a_retry_storm_in_front_of_promptetheus_doubles_nothing(fake_llm: str, t
         assert replay.returncode == 0, replay.stdout + replay.stderr
         assert sum(1 for r in proxy.requests if r.fault != "forward") >= 10, "the storm happened"
         check(fresh, True, seen)
+
+
+def test_zero_code_sends_to_both_targets(fake_llm: str, tmp_path: Path) -> None:
+    from tests.conftest import API_KEY, app_env, run_app, stored_events
+
+    with LocalBackend(api_keys=[API_KEY, PT[False]]) as fresh:
+        env = app_env(fresh.url, fake_llm, str(tmp_path), OTEL_TRACES_EXPORTER="promptwall,promptetheus",
+                      OTEL_LOGS_EXPORTER="promptwall", PROMPTETHEUS_API_URL=fresh.url, PROMPTETHEUS_API_KEY=PT[False])
+        done = run_app("zero", env)
+        assert done.returncode == 0, done.stderr
+        records = stored_events(fresh.url)
+        stored = traces(fresh, PT[False])
+    # Three calls (each seen by three instrumentations): three records, three one-step traces, named alike.
+    assert len(records) == 3 and len(stored) == 3
+    assert sorted(t["id"] for t in stored) == sorted(r["request_id"] for r in records)
+    by_id = {r["request_id"]: r for r in records}
+    for trace in stored:
+        record = by_id[trace["id"]]
+        (call,) = [e["payload"] for e in trace["events"] if e["type"] == "llm_call"]
+        assert (call["input_tokens"], call["output_tokens"]) == (record["prompt_tokens"], record.get("completion_tokens", 0))
+        assert trace["agent"] == "e2e-app" and trace["user_goal"] == record["prompt"]
