@@ -8,9 +8,11 @@ and a hard size cap: entries for spans that are never exported cannot pile up.
 from __future__ import annotations
 
 import threading
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 from .mapping import Inherited, LogView, SpanView
+from .mapping.semconv import EVALUATION_EVENT
+from .mapping.values import text
 
 DEFAULT_MAX_SPANS = 65_536
 _NOTHING_INHERITED = Inherited()
@@ -55,15 +57,37 @@ MAX_CONTENT_SPANS = 4096
 
 
 class ContentStore:
-    """span_id → GenAI content log records emitted for that span, in emission order."""
+    """span_id → GenAI content log records emitted for that span, in emission order.
+
+    Evaluation records (``gen_ai.evaluation.result``) are kept the same way,
+    by the evaluated span's id, or by ``gen_ai.response.id`` when they name no
+    span; ``take_evaluations`` hands out those whose call's record already left.
+    """
 
     def __init__(self, max_spans: int = MAX_CONTENT_SPANS) -> None:
         self._items: Dict[int, List[LogView]] = {}
         self._max = max_spans
         self._lock = threading.Lock()
+        self._evaluated: Dict[int, None] = {}  # span ids in _items holding evaluation records
+        self._by_response: Dict[str, List[LogView]] = {}  # evaluations naming a response id, not a span
+
+    @property
+    def evaluations_waiting(self) -> bool:
+        return bool(self._evaluated or self._by_response)
 
     def add(self, log: LogView) -> None:
         with self._lock:
+            if log.event_name == EVALUATION_EVENT:
+                if not log.span_id:
+                    response_id = text(log.attributes.get("gen_ai.response.id"))
+                    if response_id:  # nothing else to join it by
+                        if response_id not in self._by_response and len(self._by_response) >= self._max:
+                            del self._by_response[next(iter(self._by_response))]
+                        self._by_response.setdefault(response_id, []).append(log)
+                    return
+                if len(self._evaluated) >= self._max:
+                    del self._evaluated[next(iter(self._evaluated))]
+                self._evaluated[log.span_id] = None
             logs = self._items.get(log.span_id)
             if logs is None:
                 if len(self._items) >= self._max:
@@ -73,10 +97,34 @@ class ContentStore:
                 logs.append(log)
 
     def pop_for(self, view: SpanView) -> List[LogView]:
-        if not self._items:  # no content logs at all (the usual without a log side): skip the lock
+        if not self._items and not self._by_response:  # no content logs at all (the usual without a log side)
             return []
         with self._lock:
-            return self._items.pop(view.span_id, None) or []
+            logs = self._items.pop(view.span_id, None) or []
+            if self._evaluated:
+                self._evaluated.pop(view.span_id, None)
+            if self._by_response:
+                response_id = view.attributes.get("gen_ai.response.id")
+                joined = self._by_response.pop(response_id, None) if type(response_id) is str else None
+                if joined:
+                    logs = logs + joined
+            return logs
+
+    def take_evaluations(self, sent: Callable[[Union[int, str]], bool]) -> List[LogView]:
+        """Evaluation records about calls whose record already left (``sent`` says which, by span id or
+        response id), taken out of the store; the rest wait for their span."""
+        with self._lock:
+            found: List[LogView] = []
+            for span_id in [span_id for span_id in self._evaluated if sent(span_id)]:
+                del self._evaluated[span_id]
+                logs = self._items.pop(span_id, None) or []
+                found.extend(log for log in logs if log.event_name == EVALUATION_EVENT)
+                rest = [log for log in logs if log.event_name != EVALUATION_EVENT]
+                if rest:
+                    self._items[span_id] = rest
+            for response_id in [key for key in self._by_response if sent(key)]:
+                found.extend(self._by_response.pop(response_id))
+            return found
 
     def __len__(self) -> int:
         return len(self._items)

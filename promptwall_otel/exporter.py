@@ -307,6 +307,23 @@ class PromptWallSpanExporter(SpanExporter):
             done = outlet.worker.flush(max(0.0, deadline - time.monotonic())) and done
         return done
 
+    def send_late_evaluations(self) -> None:
+        """Evaluation log records that arrived after their call's record left go out as one follow-up
+        record per call (docs/mapping.md, "Guardrails and evaluations"). One truth test when none wait."""
+        if not self.content.evaluations_waiting:
+            return
+        try:
+            logs = self.content.take_evaluations(self._ledger.call_sent)
+            records = self._ledger.late_evaluations(logs, self.mapping) if logs else []
+            if records:
+                encoded: Encoded = [[] for _ in self.outlets]
+                emit = self._emitter(encoded)
+                for record in records:
+                    emit(record)
+                self.offer(encoded)
+        except Exception:  # never into the SDK's worker, never into the app
+            logger.exception("PromptWall could not send late evaluations")
+
     def forget_traces(self, trace_ids: Sequence[int]) -> None:
         """These traces' roots ended (the processor saw it): the ledger need not remember them."""
         if trace_ids:
@@ -317,6 +334,7 @@ class PromptWallSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         try:
             self.offer(self.encode_spans(spans))
+            self.send_late_evaluations()
             if self._runs is not None:
                 self.expire_runs()
             return SpanExportResult.SUCCESS

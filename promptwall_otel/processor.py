@@ -289,6 +289,7 @@ class PromptWallSpanProcessor(SpanProcessor):
             self._wake.wait(self.schedule_delay_s)
             self._wake.clear()
             self._drain()
+            self.exporter.send_late_evaluations()  # evaluations of calls already sent, each tick
             if self._group_runs:
                 self.exporter.expire_runs()
             requests = self._pop_flush_requests()

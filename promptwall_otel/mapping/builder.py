@@ -11,6 +11,7 @@ import copy
 import enum
 import hashlib
 import logging
+import time
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ..record import STATUSES, format_ns
@@ -660,6 +661,33 @@ def guardrail_record(view: SpanView, verdicts: Sequence[guardrails.Verdict], opt
     metadata["otel"] = _otel_metadata(view, "guardrail", facts)
     event["metadata"] = metadata
     guardrails.combine(event, verdicts)
+    return event
+
+
+def evaluation_record(call: Tuple[str, Optional[str], Optional[str], str], logs: Sequence[LogView],
+                      options: MappingOptions) -> Dict[str, Any]:
+    """A follow-up record for evaluations of a call whose record already left (``call``: its request_id,
+    session, user and integration, as the ledger remembers them). Keyed by the call and the
+    evaluations, so the same late evaluations replayed are stored once; never billed."""
+    request_id, session, user, integration_id = call
+    hits = [hit for hit in (guardrails.evaluation_hit(log.attributes) for log in logs) if hit]
+    digest = hashlib.sha256(f"{request_id}|{sorted(map(str, hits))}".encode("utf-8", "replace")).hexdigest()[:40]
+    when = max((log.time_ns for log in logs), default=0) or time.time_ns()
+    event: Dict[str, Any] = {
+        "request_id": "eval-" + digest,
+        "mode": options.mode,
+        "started_at": format_ns(when),
+        "finished_at": format_ns(when),
+        "latency_ms": 0,
+        "status": "ok",
+        "integration_id": integration_id,
+        "policy_hits": hits,
+        "metadata": {"gen_ai": {"operation": "evaluation", "evaluation_of": request_id, "content_captured": False}},
+    }
+    if session:
+        event["session_id"] = session
+    if user:
+        event["end_user_id"] = event["user_id"] = user
     return event
 
 

@@ -18,12 +18,12 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import guardrails, openinference
 from .builder import MODEL_KEYS, REQUEST_MODEL_KEYS, RESPONSE_ID_KEYS, Classification, Inherited, SpanClass, \
     build_event, classify  # fmt: skip
-from .builder import guardrail_record
+from .builder import evaluation_record, guardrail_record
 from .options import MappingOptions
 from .values import first, text
 from .view import LogView, SpanView
@@ -33,6 +33,7 @@ InheritedFor = Callable[[SpanView], Inherited]
 
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
 _SENT_IDS = 20_000  # response-keyed request ids remembered across batches (a copy comes seconds later at most)
+_NOT_CALLS = frozenset({"guardrail", "evaluation"})  # records about a call, not of one
 
 logger = logging.getLogger("promptwall_otel")
 
@@ -231,6 +232,9 @@ class TraceLedger:
         self._lock = threading.Lock()
         # response-keyed request_id -> fullness of the record handed out, for copies in later batches
         self._sent: "OrderedDict[str, Tuple[bool, bool, int]]" = OrderedDict()
+        # span id (int) or provider response id (str) of a call handed out -> what a later record about it
+        # (a late evaluation) names: its request_id, session, user, integration
+        self._calls_sent: "OrderedDict[Union[int, str], Tuple[str, Optional[str], Optional[str], str]]" = OrderedDict()
 
     def _trace(self, trace_id: int) -> _Trace:
         traces = self._traces
@@ -444,6 +448,39 @@ class TraceLedger:
             sent[request_id] = _fullness(event)
             if len(sent) > _SENT_IDS:
                 sent.popitem(last=False)
+        metadata = event["metadata"]
+        if metadata["gen_ai"].get("operation") in _NOT_CALLS:
+            return
+        calls = self._calls_sent
+        call = (request_id, event.get("session_id"), event.get("user_id"), event["integration_id"])
+        otel = metadata["otel"]
+        calls[int(otel["span_id"], 16)] = call
+        if "duplicate_spans" in otel:
+            for span_hex in otel["duplicate_spans"]:
+                if span_hex:
+                    calls[int(span_hex, 16)] = call
+        response_id = metadata["gen_ai"].get("response_id")
+        if response_id:
+            calls[response_id] = call
+        while len(calls) > _SENT_IDS:
+            calls.popitem(last=False)
+
+    def call_sent(self, key: Union[int, str]) -> bool:
+        """Whether the call with this span id or response id was handed out (a late record may name it)."""
+        return key in self._calls_sent
+
+    def late_evaluations(self, logs: Sequence[LogView], options: MappingOptions) -> List[Dict[str, Any]]:
+        """Evaluation log records that arrived after their call's record left: one follow-up record per
+        call, never billed (docs/mapping.md, "Guardrails and evaluations")."""
+        per_call: Dict[str, Tuple[Tuple[str, Optional[str], Optional[str], str], List[LogView]]] = {}
+        with self._lock:
+            for log in logs:
+                call = self._calls_sent.get(log.span_id) if log.span_id else None
+                if call is None:
+                    call = self._calls_sent.get(text(log.attributes.get("gen_ai.response.id")) or "")
+                if call is not None:
+                    per_call.setdefault(call[0], (call, []))[1].append(log)
+        return [evaluation_record(call, found, options) for call, found in per_call.values()]
 
     def forget(self, trace_ids: Sequence[int]) -> None:
         """Drop traces whose root has ended, unless a billed aggregate must still be seen by a late call."""

@@ -34,7 +34,8 @@ from .._ratelimit import RateLimitedLogger
 from ..mapping import Inherited, LogView, MappingOptions, SpanClass, SpanView, classify
 from ..mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
 from ..mapping.ledger import TraceLedger
-from ..mapping.semconv import CHOICE_EVENT, DETAILS_EVENT, INPUT_MESSAGES, JOINED_LOG_EVENTS, OUTPUT_MESSAGES
+from ..mapping.semconv import CHOICE_EVENT, DETAILS_EVENT, EVALUATION_EVENT, INPUT_MESSAGES, JOINED_LOG_EVENTS, \
+    OUTPUT_MESSAGES
 from .. import config
 from .._isolate import map_isolated
 from ..stats import ExportStats
@@ -111,6 +112,8 @@ class ReceiverCore:
         # (tenant, trace_id) -> {span_id: (parent_span_id, inherited from its own attributes)}
         self._lineage: "OrderedDict[Tuple[str, int], Dict[int, Tuple[Optional[int], Optional[Inherited]]]]" = OrderedDict()
         self._ledgers: Dict[str, TraceLedger] = {}
+        # tenant -> evaluation records about calls already forwarded: follow-up records at the next flush
+        self._late_evaluations: Dict[str, List[LogView]] = {}
         self._workers: Dict[str, SendingWorker] = {}
         self._encoder = RecordEncoder(self.stats, validate=self.mapping.redact is not None)
         self._log = RateLimitedLogger(logger)
@@ -222,6 +225,13 @@ class ReceiverCore:
             for log in logs:
                 if log.event_name not in JOINED_LOG_EVENTS:
                     continue
+                if log.event_name == EVALUATION_EVENT and self._evaluates_a_forwarded_call(tenant, log):
+                    late = self._late_evaluations.setdefault(tenant, [])
+                    if len(late) < self.max_pending_spans:
+                        late.append(log)
+                    continue
+                if not log.span_id:
+                    continue  # an evaluation naming a response id the receiver has not forwarded: not joined
                 key = (tenant, log.span_id)
                 bucket = self._content.get(key)
                 if bucket is None:
@@ -234,6 +244,15 @@ class ReceiverCore:
                 if pending is not None and log.event_name in _LAST_CONTENT_EVENTS:
                     pending.complete = True
                     self._changed.add((tenant, pending.view.trace_id))
+
+    def _evaluates_a_forwarded_call(self, tenant: str, log: LogView) -> bool:
+        if (tenant, log.span_id) in self._pending:
+            return False  # its call waits here: the evaluation joins it
+        ledger = self._ledgers.get(tenant)
+        if ledger is None:
+            return False
+        return (bool(log.span_id) and ledger.call_sent(log.span_id)) \
+            or ledger.call_sent(str(log.attributes.get("gen_ai.response.id") or ""))  # fmt: skip
 
     def _remember_lineage(self, tenant: str, view: SpanView) -> None:
         key = (tenant, view.trace_id)
@@ -355,6 +374,14 @@ class ReceiverCore:
             high_water = self.max_buffer_bytes // 4
             held = frozenset(tenant for tenant, worker in list(self._workers.items()) if worker.pressure(high_water))
             ready = self._ready(time.monotonic(), held, _SPANS_PER_TICK)
+        with self._lock:
+            late, self._late_evaluations = self._late_evaluations, {}
+        for tenant, found in late.items():  # never billed: one follow-up record per evaluated call
+            follow_ups = self._ledgers[tenant].late_evaluations(found, self.mapping)
+            if follow_ups:
+                with self._lock:
+                    worker = self._worker(tenant)
+                worker.offer(self._encoder.many(follow_ups))
         for tenant, items in ready.items():
             # Spans in the order they ended: children before parents, as the ledger expects.
             items.sort(key=lambda item: item[0].end_ns)

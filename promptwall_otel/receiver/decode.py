@@ -29,6 +29,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from promptwall_otel.mapping.semconv import EVALUATION_EVENT
 from promptwall_otel.mapping.view import EventView, LogView, SpanView
 
 __all__ = [
@@ -251,7 +252,8 @@ def span_views(request: ExportTraceServiceRequest) -> Tuple[List[SpanView], int]
 
 
 def log_views(request: ExportLogsServiceRequest) -> List[LogView]:
-    """Views of the log records that point at a span (8-byte non-zero span id); the rest are skipped.
+    """Views of the log records that point at a span (8-byte non-zero span id), and evaluation records
+    that name their call's response id instead (span id 0); the rest are skipped.
 
     The event name is the LogRecord ``event_name`` field (OTLP 1.5+), else the
     older ``event.name`` attribute. Bodies keep arrays as lists, as callers
@@ -263,11 +265,16 @@ def log_views(request: ExportLogsServiceRequest) -> List[LogView]:
             for record in scope_logs.log_records:
                 span_id = _id(record.span_id, 8)
                 if span_id is None:
-                    continue
+                    # Only an evaluation naming the call by its response id is of use without a span.
+                    if record.event_name != EVALUATION_EVENT:
+                        continue
+                    span_id = 0
                 trace_id = _optional_id(record.trace_id, 16)
                 if trace_id == 0:
                     continue  # a trace id of the wrong length
                 attributes: Mapping[str, Any] = _attributes(record.attributes)
+                if not span_id and "gen_ai.response.id" not in attributes:
+                    continue
                 body = _value(record.body, list) if record.HasField("body") else None
                 views.append(
                     LogView(

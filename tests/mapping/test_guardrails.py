@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import httpx
 import pytest
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, trace
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -322,3 +322,76 @@ def test_live_guardrails_and_evaluations_reach_the_backend_and_bill_only_the_cal
     assert sorted(h["kind"] for h in guarded["policy_hits"]) == ["evaluation", "evaluation", "guardrail"]
     assert guarded["risk_score"] == 0.85 and guarded["final_decision"] == "block"
     assert sum(r.get("total_tokens") or 0 for r in stored) == 30, "guardrails are never billed"
+
+
+def test_evaluations_after_their_call_left_are_one_follow_up_record_per_call() -> None:
+    ledger = TraceLedger()
+    call_attrs = {**CHAT, "session.id": "s-1", "user.id": "u-1", "gen_ai.response.id": "chatcmpl-evaluated-0001"}
+    (call,) = ledger.map_batch([span(1, None, call_attrs, 0, 10)], MappingOptions())
+    by_span = LogView(TRACE, 1, "gen_ai.evaluation.result", None, EVAL, time_ns=20_000_000)
+    by_response = LogView(0, 0, "gen_ai.evaluation.result", None, {"gen_ai.evaluation.name": "groundedness",
+                                                                   "gen_ai.evaluation.score.label": "fail",
+                                                                   "gen_ai.response.id": "chatcmpl-evaluated-0001"})  # fmt: skip
+    unknown = LogView(TRACE, 77, "gen_ai.evaluation.result", None, EVAL)
+    assert ledger.call_sent(1) and ledger.call_sent("chatcmpl-evaluated-0001") and not ledger.call_sent(77)
+    (follow_up,) = ledger.late_evaluations([by_span, by_response, unknown], MappingOptions())
+    assert validate_event(follow_up) == []
+    assert follow_up["metadata"]["gen_ai"] == {"operation": "evaluation", "evaluation_of": call["request_id"],
+                                               "content_captured": False}  # fmt: skip
+    assert (follow_up["session_id"], follow_up["user_id"]) == ("s-1", "u-1")
+    assert [h["name"] for h in follow_up["policy_hits"]] == ["relevance", "groundedness"]
+    assert "total_tokens" not in follow_up and follow_up["status"] == "ok"
+    replayed = ledger.late_evaluations([by_span, by_response], MappingOptions())[0]
+    assert replayed["request_id"] == follow_up["request_id"], "the same evaluations, the same key"
+
+
+def test_live_an_evaluation_after_its_call_was_sent(backend: LocalBackend, tmp_path: Path) -> None:
+    provider = TracerProvider()
+    processor = PromptWallSpanProcessor(api_key=API_KEY, base_url=backend.url, spool_dir=str(tmp_path))
+    provider.add_span_processor(processor)
+    logs = LoggerProvider()
+    logs.add_log_record_processor(PromptWallLogProcessor())
+    run = uuid.uuid4().hex
+    token = context.attach(baggage.set_baggage("promptwall.metadata.run", run))
+    try:
+        with provider.get_tracer("app").start_as_current_span("chat", attributes={**CHAT, "session.id": run}) as call:
+            evaluated = call.get_span_context()
+        assert processor.force_flush()  # the call's record has left
+        # An evaluator judging it later, naming the evaluated span (as the conventions ask)
+        logs.get_logger("evaluator").emit(event_name="gen_ai.evaluation.result", attributes=EVAL,
+                                          context=trace.set_span_in_context(trace.NonRecordingSpan(evaluated)))  # fmt: skip
+    finally:
+        context.detach(token)
+    provider.shutdown()
+    response = httpx.get(backend.url + "/api/console/requests", params={"session_id": run, "limit": 10},
+                         headers={"X-API-Key": API_KEY})  # fmt: skip
+    call_record, follow_up = sorted(response.json()["requests"], key=lambda r: r["request_id"].startswith("eval-"))
+    assert follow_up["metadata"]["gen_ai"]["evaluation_of"] == call_record["request_id"]
+    assert follow_up["policy_hits"][0]["label"] == "not_relevant" and "policy_hits" not in call_record
+    assert call_record["total_tokens"] == 15 and not follow_up.get("total_tokens")
+
+
+def test_receiver_an_evaluation_log_after_its_call_was_forwarded(tmp_path: Path) -> None:
+    """Over OTLP: the call is forwarded, then an evaluator's log record naming only its response id
+    arrives; the receiver sends one follow-up record naming the call."""
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    from promptwall_otel.receiver.app import Receiver
+    from tests.receiver.test_receiver import chat_request, otlp_post, wait_for
+
+    with LocalBackend(api_keys=[API_KEY]) as behind:
+        with Receiver(behind.url, "127.0.0.1:0", None, correlation_wait_s=0.2, spool_root=str(tmp_path)) as receiver:
+            assert otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-evaluated-late-0001")).status_code == 200
+            (call,) = wait_for(behind.url, 1)
+            memory = InMemoryLogRecordExporter()
+            logs = LoggerProvider()
+            logs.add_log_record_processor(SimpleLogRecordProcessor(memory))
+            logs.get_logger("evaluator").emit(event_name="gen_ai.evaluation.result", attributes={
+                **EVAL, "gen_ai.response.id": "chatcmpl-evaluated-late-0001"})  # fmt: skip
+            body = encode_logs(memory.get_finished_logs()).SerializeToString()
+            assert otlp_post(receiver.http_url + "/v1/logs", body).status_code == 200
+            stored = wait_for(behind.url, 2)
+    follow_up = next(r for r in stored if r["request_id"].startswith("eval-"))
+    assert follow_up["metadata"]["gen_ai"]["evaluation_of"] == call["request_id"]
+    assert follow_up["policy_hits"][0]["name"] == "relevance" and not follow_up.get("total_tokens")
