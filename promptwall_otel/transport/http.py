@@ -135,29 +135,42 @@ class EventsClient:
     def post(self, payload: bytes) -> Answer:
         # gzip level 1: most of the size gain for a fraction of the CPU of the default level.
         body = gzip.compress(payload, compresslevel=1) if self.compression == "gzip" else payload
-        try:
-            response = self._client.post(self.endpoint, content=body)
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            return Answer(Verdict.MISCONFIGURED, None, None, None, f"not a usable URL ({exc}): {self.endpoint!r}")
-        except httpx.TimeoutException as exc:
-            return Answer(Verdict.RETRY, None, None, None, f"timeout ({type(exc).__name__})")
-        except httpx.HTTPError as exc:
-            return Answer(Verdict.RETRY, None, None, None, f"connection error ({type(exc).__name__}) at {self.endpoint}")
-        except RuntimeError:  # the pool was closed under an in-flight request (shutdown)
-            return Answer(Verdict.RETRY, None, None, None, "client closed")
-        status = response.status_code
-        try:
-            parsed = response.json()
-            data = parsed if isinstance(parsed, dict) else None
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-            data = None
-        detail = f"HTTP {status}"
-        if status in (200, 207, 400):
-            return Answer(Verdict.DELIVERED, status, data, None, detail)
-        if status in RETRYABLE_STATUSES:
-            return Answer(Verdict.RETRY, status, data, parse_retry_after(response.headers.get("Retry-After")), detail)
-        if status == 413:
-            return Answer(Verdict.TOO_LARGE, status, data, None, detail)
-        if status in (401, 403):
-            return Answer(Verdict.UNAUTHORIZED, status, data, None, detail)
-        return Answer(Verdict.MISCONFIGURED, status, data, None, detail)
+        return exchange(self._client, "POST", self.endpoint, body, _EVENTS_DECIDED)
+
+
+_EVENTS_DECIDED = frozenset({200, 207, 400})  # /v1/events decided about every record
+
+
+def exchange(client: httpx.Client, method: str, url: str, content: Optional[bytes], decided: frozenset,
+             label: str = "") -> Answer:  # fmt: skip
+    """One request, and what its answer means; ``decided`` are the statuses that settle the records sent.
+
+    Never raises for what the network or the server does. ``label`` says which
+    request in a detail line (never the key: it lives in the client's headers).
+    """
+    try:
+        response = client.request(method, url, content=content)
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        return Answer(Verdict.MISCONFIGURED, None, None, None, f"not a usable URL ({exc}): {url!r}")
+    except httpx.TimeoutException as exc:
+        return Answer(Verdict.RETRY, None, None, None, f"timeout ({type(exc).__name__})")
+    except httpx.HTTPError as exc:
+        return Answer(Verdict.RETRY, None, None, None, f"connection error ({type(exc).__name__}) at {url}")
+    except RuntimeError:  # the pool was closed under an in-flight request (shutdown)
+        return Answer(Verdict.RETRY, None, None, None, "client closed")
+    status = response.status_code
+    try:
+        parsed = response.json()
+        data = parsed if isinstance(parsed, dict) else None
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        data = None
+    detail = f"HTTP {status}{label}"
+    if status in decided:
+        return Answer(Verdict.DELIVERED, status, data, None, detail)
+    if status in RETRYABLE_STATUSES:
+        return Answer(Verdict.RETRY, status, data, parse_retry_after(response.headers.get("Retry-After")), detail)
+    if status == 413:
+        return Answer(Verdict.TOO_LARGE, status, data, None, detail)
+    if status in (401, 403):
+        return Answer(Verdict.UNAUTHORIZED, status, data, None, detail)
+    return Answer(Verdict.MISCONFIGURED, status, data, None, detail)

@@ -24,8 +24,10 @@ from urllib.parse import quote
 import httpx
 
 from ..version import __version__
-from .http import RETRYABLE_STATUSES, Answer, Verdict, parse_retry_after
+from .http import Answer, Verdict, exchange
 
+# Answers about the runs sent (201 created, 409 already there, 207 some events refused, 400/422 refused).
+_DECIDED = frozenset({200, 201, 204, 207, 400, 409, 422})
 MAX_EVENTS_PER_REQUEST = 500
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
@@ -139,32 +141,8 @@ class PromptetheusClient:
         raise _Stop(answer)
 
     def _request(self, method: str, url: str, content: Optional[bytes]) -> Answer:
-        try:
-            response = self._client.request(method, url, content=content)
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            return Answer(Verdict.MISCONFIGURED, None, None, None, f"not a usable URL ({exc}): {self.base_url!r}")
-        except httpx.TimeoutException as exc:
-            return Answer(Verdict.RETRY, None, None, None, f"timeout ({type(exc).__name__})")
-        except httpx.HTTPError as exc:
-            return Answer(Verdict.RETRY, None, None, None, f"connection error ({type(exc).__name__}) at {self.base_url}")
-        except RuntimeError:  # the pool was closed under an in-flight request (shutdown)
-            return Answer(Verdict.RETRY, None, None, None, "client closed")
-        status = response.status_code
-        try:
-            parsed = response.json()
-            data = parsed if isinstance(parsed, dict) else None
-        except ValueError:
-            data = None
-        detail = f"HTTP {status} from {method} {url[len(self.base_url):].split('?')[0]}"
-        if status < 300 or status in (400, 409, 422):
-            return Answer(Verdict.DELIVERED, status, data, None, detail)
-        if status in RETRYABLE_STATUSES:
-            return Answer(Verdict.RETRY, status, data, parse_retry_after(response.headers.get("Retry-After")), detail)
-        if status == 413:
-            return Answer(Verdict.TOO_LARGE, status, data, None, detail)
-        if status in (401, 403):
-            return Answer(Verdict.UNAUTHORIZED, status, data, None, detail)
-        return Answer(Verdict.MISCONFIGURED, status, data, None, detail)
+        label = f" from {method} {url[len(self.base_url):].split('?')[0]}"
+        return exchange(self._client, method, url, content, _DECIDED, label)
 
 
 def _rejected(answer: Answer) -> List[Dict[str, Any]]:
