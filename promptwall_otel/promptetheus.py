@@ -12,7 +12,12 @@ PromptWall mapping (the trace ledger and the agent-run grouping of
   evaluation, ``agent_step`` for nested agents, workflows, tasks, plans and
   memory operations), then an ``error`` if the run failed;
 - any other record (a call outside every run) becomes a one-step trace: its
-  prompt as a ``user_message``, the call as an ``llm_call``.
+  prompt as a ``user_message``, the call as an ``llm_call``;
+- a call's evaluations (``gen_ai.evaluation.result``, in its ``policy_hits``)
+  become ``goal_check`` events after its steps; an evaluation that arrived
+  after its call left (a PromptWall ``eval-`` record) is appended to the
+  call's trace, and a guardrail that blocked a request without a call is a
+  trace with one ``guardrail_check``.
 
 Invariants:
 
@@ -50,6 +55,8 @@ _TYPES = {
     "guardrail": "guardrail_check", "evaluation": "goal_check",
 }  # fmt: skip
 _GOAL_CHARS = 4096
+LATE_SEQ = 1_000_000
+"""``seq`` of the first evaluation appended to a trace after its call left."""
 
 
 def run_of(record: Mapping[str, Any], project_id: Optional[str] = None) -> Dict[str, Any]:
@@ -84,8 +91,22 @@ def run_of(record: Mapping[str, Any], project_id: Optional[str] = None) -> Dict[
             user[name] = record[name]
     add("user_message", "user", started, user)
 
+    operation = gen_ai.get("operation")
+    if operation == "evaluation" and gen_ai.get("evaluation_of"):  # late: to the judged call's trace
+        trace["id"] = trace_id = str(gen_ai["evaluation_of"])
+        events.clear()
+        for index, hit in enumerate(_evaluations(record)):
+            add("goal_check", f"{record['request_id']}.{index}", started, hit)
+            events[-1]["seq"] = LATE_SEQ + index  # after the call's own steps, whatever they numbered
+        return {"trace": trace, "events": events}
+
     stages = record.get("spans")
-    if isinstance(stages, list) and trace_id.startswith("run-"):
+    if operation == "guardrail":
+        add("guardrail_check", "guardrail", started, {
+            "status": record.get("status", "ok"), "decision": record.get("final_decision"),
+            "risk_score": record.get("risk_score"), "policy_hits": record.get("policy_hits") or [],
+            "guardrail_of": gen_ai.get("guardrail_of")})  # fmt: skip
+    elif isinstance(stages, list) and trace_id.startswith("run-"):
         for stage in stages:
             meta = stage.get("metadata") or {}
             kind = meta.get("kind") or "step"
@@ -93,10 +114,34 @@ def run_of(record: Mapping[str, Any], project_id: Optional[str] = None) -> Dict[
                 started, _stage_payload(stage, meta, kind))  # fmt: skip
     else:
         add("llm_call", str(otel.get("span_id") or "call"), started, _call_payload(record))
+    for index, hit in enumerate(_evaluations(record)):
+        add("goal_check", f"eval{index}", record.get("finished_at") or started, hit)
     if record.get("status") == "error":
         add("error", "run", record.get("finished_at") or started,
             {"error_code": record.get("error_code") or "error", "content_ref": trace_id})  # fmt: skip
     return {"trace": trace, "events": events}
+
+
+_PASSED = frozenset({"pass", "passed", "true", "yes", "correct", "relevant", "ok", "good"})
+_FAILED = frozenset({"fail", "failed", "false", "no", "incorrect", "irrelevant", "bad", "hallucinated"})
+
+
+def _evaluations(record: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """``goal_check`` payloads for the record's evaluation results: ``passed`` from a label that says so
+    (``None`` when only a score is given: the conventions leave its scale to the evaluator)."""
+    out = []
+    for hit in record.get("policy_hits") or ():
+        if not isinstance(hit, dict) or hit.get("kind") != "evaluation":
+            continue
+        label = str(hit.get("label", "")).strip().lower()
+        passed = True if label in _PASSED else False if label in _FAILED else None
+        payload = {"name": hit.get("name"), "passed": passed, "mismatches": [] if passed is not False else
+                   [hit.get("explanation") or hit.get("label")]}  # fmt: skip
+        for name in ("score", "label", "explanation", "response_id"):
+            if hit.get(name) is not None:
+                payload[name] = hit[name]
+        out.append(payload)
+    return out
 
 
 def _call_payload(record: Mapping[str, Any]) -> Dict[str, Any]:

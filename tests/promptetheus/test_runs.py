@@ -119,3 +119,47 @@ def test_the_configured_project_wins_over_the_resource() -> None:
                   promptetheus_project_id="configured")  # fmt: skip
     assert out["promptetheus"][0]["trace"]["project_id"] == "configured"
     assert "project_id" not in encoded(lambda tracer: chat(tracer))["promptetheus"][0]["trace"]
+
+
+def test_evaluations_are_goal_checks_and_a_blocking_guardrail_is_a_guardrail_check() -> None:
+    def scenario(tracer: Any) -> None:
+        with tracer.start_as_current_span("chat gpt-4o-mini", attributes={
+                **CHAT, "gen_ai.usage.input_tokens": 4, "gen_ai.usage.output_tokens": 2}) as span:
+            span.add_event("gen_ai.evaluation.result", {"gen_ai.evaluation.name": "relevance",
+                                                        "gen_ai.evaluation.score.value": 0.9,
+                                                        "gen_ai.evaluation.score.label": "pass"})  # fmt: skip
+            span.add_event("gen_ai.evaluation.result", {"gen_ai.evaluation.name": "groundedness",
+                                                        "gen_ai.evaluation.score.label": "fail",
+                                                        "gen_ai.evaluation.explanation": "cites no source"})  # fmt: skip
+        with tracer.start_as_current_span("run_guardrail input", attributes={
+                "gen_ai.operation.name": "run_guardrail", "gen_ai.guardrail.verdict.type": "deny",
+                "gen_ai.guardrail.action.type": "block"}):
+            pass
+
+    out = encoded(scenario)
+    runs = {tuple(e["type"] for e in run["events"]): run for run in out["promptetheus"]}
+    call = runs[("user_message", "llm_call", "goal_check", "goal_check")]
+    checks = [e["payload"] for e in call["events"][2:]]
+    assert [(c["name"], c["passed"]) for c in checks] == [("relevance", True), ("groundedness", False)]
+    assert checks[0]["score"] == 0.9 and checks[1]["mismatches"] == ["cites no source"]
+    guard = runs[("user_message", "guardrail_check")]
+    assert guard["events"][1]["payload"]["status"] == "blocked"
+    assert all(e["payload"].get("input_tokens", 0) == 0 for e in guard["events"])
+
+
+def test_a_late_evaluation_is_appended_to_its_calls_trace() -> None:
+    from promptwall_otel import promptetheus
+    from promptwall_otel.mapping import MappingOptions
+    from promptwall_otel.mapping.builder import evaluation_record
+    from promptwall_otel.mapping.view import LogView
+
+    log = LogView(body=None, attributes={"gen_ai.evaluation.name": "toxicity", "gen_ai.evaluation.score.label": "fail",
+                                         "gen_ai.evaluation.explanation": "insult"}, trace_id=1, span_id=2,
+                  time_ns=1_700_000_000_000_000_000, event_name="gen_ai.evaluation.result")  # fmt: skip
+    record = evaluation_record(("otel-call-1", "s1", None, "otel:svc"), [log], MappingOptions())
+    run = promptetheus.run_of(record)
+    assert run["trace"]["id"] == "otel-call-1"  # created already: 409, then the check is appended
+    (check,) = run["events"]
+    assert check["type"] == "goal_check" and check["seq"] == promptetheus.LATE_SEQ and check["session_id"] == "s1"
+    assert check["payload"]["passed"] is False and check["payload"]["mismatches"] == ["insult"]
+    assert promptetheus.run_of(record) == run, "deterministic: a replay is the same run"
