@@ -104,6 +104,14 @@ def test_a_real_agent_app_is_billed_identically_in_both_modes(two_apps: LocalBac
         # Each call was seen by three instrumentations: one stage, its other spans listed in it.
         assert all(len(s["metadata"]["duplicate_spans"]) == 2 for s in run["spans"] if s["stage_name"].startswith("llm"))
 
+    # The console shows a run's steps as its timeline.
+    login = httpx.post(two_apps.url + "/login", data={"key": PER_RUN, "next": "/traces"})
+    assert login.status_code == 303
+    session = login.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    page = httpx.get(f"{two_apps.url}/traces/{runs[0]['request_id']}", cookies={"pw_console": session})
+    assert page.status_code == 200 and 'id="timeline"' in page.text
+    assert page.text.count("llm:gpt-4o-mini") == 2 and "tool:get_weather" in page.text
+
 
 # --- real SDK spans through the real processor --------------------------------------------------
 
