@@ -45,8 +45,8 @@ from .options import DEFAULT_MAX_RUN_SECONDS, MappingOptions
 from .values import text, truncate
 from .view import SpanView
 
-__all__ = ["Released", "Run", "RunAssembler", "RunOf", "Step", "root_conversation", "run_event", "run_request_id", "starts_run",
-           "step_kind", "step_name"]
+__all__ = ["Released", "Run", "RunAssembler", "RunOf", "Step", "root_conversation", "run_event", "run_membership",
+           "run_request_id", "starts_run", "step_kind", "step_name"]
 
 # Span names that open a run even when the producer sets its attributes only at the end
 # (opentelemetry-util-genai starts ``invoke_agent`` / ``invoke_workflow {name}`` spans bare).
@@ -125,6 +125,31 @@ def step_name(view: SpanView, kind: str) -> str:
     if not what and kind not in ("llm", "embedding"):
         what = text(view.name)
     return (f"{kind}:{what}" if what else kind)[:_STAGE_NAME_CHARS]
+
+
+def run_membership(views: Sequence[SpanView]) -> Dict[int, int]:
+    """span id -> the outermost run it is in (a root maps to itself), over the spans of whole traces.
+
+    The grouping for a caller that sees every span of a trace at once (a
+    recorded trace, a receiver that waited for the trace): each span's
+    ancestors are followed through ``parent_span_id`` among ``views``. A span
+    whose parent is not among them stops there (what is above it is unknown).
+    """
+    by_id = {view.span_id: view for view in views}
+    found: Dict[int, int] = {}
+    for view in views:
+        outermost = None
+        current: Optional[SpanView] = view
+        depth = 0
+        while current is not None and depth < 256:
+            if starts_run(current.name, current.attributes):
+                outermost = current.span_id
+            parent = current.parent_span_id
+            current = by_id.get(parent) if parent is not None else None
+            depth += 1
+        if outermost is not None:
+            found[view.span_id] = outermost
+    return found
 
 
 class Step(NamedTuple):

@@ -342,3 +342,25 @@ def test_a_call_whose_copy_was_billed_alone_counts_zero_in_its_run() -> None:
     assert first["metadata"]["billed_in"] == sent["request_id"] and first["total_tokens"] == 15
     assert "billed_in" not in second["metadata"]
     assert event["metadata"]["gen_ai"]["run"]["billed_elsewhere"] == [sent["request_id"]]
+
+
+def test_a_recorded_openai_agents_sdk_run_is_one_event() -> None:
+    """OpenInference's spans of a real OpenAI Agents SDK run (tests/fixtures/captures): an AGENT root over a
+    CHAIN, a nested AGENT and CHAIN turns; grouped over the whole trace with run_membership."""
+    from promptwall_otel.mapping.runs import run_membership
+    from tests.mapping.captures import load
+
+    views, _ = load("openai-agents__openinference__agent_stream_tool")
+    views.sort(key=lambda view: view.end_ns)
+    membership = run_membership(views)
+    root = next(view for view in views if view.parent_span_id is None)
+    assert set(membership.values()) == {root.span_id} and len(membership) == len(views), "one run: the outermost"
+    singles, (run,) = RunAssembler().add(views, lambda view: membership.get(view.span_id), now=0.0)
+    assert singles == [] and run.root is root
+    options = MappingOptions(group_agent_runs=True)
+    records = TraceLedger().map_batch(run.views(), options)
+    event = run_event(run, None, records, options)
+    assert validate_event(event) == []
+    assert [s["stage_name"] for s in event["spans"]] == ["agent:weather agent", "llm:gpt-4o-mini", "tool:get_weather",
+                                                         "llm:gpt-4o-mini"]  # fmt: skip
+    assert event["answer"] == records[-1]["answer"] and "Paris" in event["prompt"]
