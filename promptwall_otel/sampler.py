@@ -26,13 +26,21 @@ from opentelemetry.util.types import Attributes
 from .mapping import is_genai
 from .mapping.builder import INHERITED_KEY_SET
 
+# Span names the GenAI conventions give (``{operation} {model or name}``): opentelemetry-util-genai
+# starts its spans with the name alone and sets the attributes when the call ends, so at sampling
+# time the name is all there is to tell an LLM call, an agent run or a tool from an HTTP span.
+_GENAI_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "embeddings", "invoke_agent",
+                               "invoke_workflow", "execute_tool", "create_agent"})  # fmt: skip
+
 
 class GenAIRecordingSampler(Sampler):
     """Delegates to ``root``; turns its DROP into RECORD_ONLY for GenAI spans.
 
     Spans created with a session or user attribute (``gen_ai.conversation.id``,
     ``user.id``, ``promptwall.*``...) are kept recorded too, so the LLM calls
-    beneath them can inherit those ids.
+    beneath them can inherit those ids; so are spans started bare under a
+    GenAI span name (``chat gpt-4o``, ``invoke_agent``, ``execute_tool x``: what
+    opentelemetry-util-genai starts before it knows the attributes).
     """
 
     def __init__(self, root: Sampler) -> None:
@@ -49,9 +57,11 @@ class GenAIRecordingSampler(Sampler):
         trace_state: Optional[TraceState] = None,
     ) -> SamplingResult:
         result = self.root.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
-        if result.decision is Decision.DROP and attributes and (
-            is_genai(attributes) or not INHERITED_KEY_SET.isdisjoint(attributes.keys())
-        ):
+        if result.decision is not Decision.DROP:
+            return result
+        if attributes and (is_genai(attributes) or not INHERITED_KEY_SET.isdisjoint(attributes.keys())):
+            return SamplingResult(Decision.RECORD_ONLY, attributes, result.trace_state)
+        if name.partition(" ")[0] in _GENAI_OPERATIONS:
             return SamplingResult(Decision.RECORD_ONLY, attributes, result.trace_state)
         return result
 

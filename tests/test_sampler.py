@@ -70,6 +70,14 @@ def test_sampler_keeps_genai_spans_recorded_but_unsampled() -> None:
         assert span.is_recording() and not span.get_span_context().trace_flags.sampled
     with tracer.start_as_current_span("GET /health") as span:
         assert not span.is_recording()
+    # opentelemetry-util-genai starts its spans bare, named by the conventions, and sets attributes at the end.
+    for name in ("chat gpt-4o-mini", "embeddings text-embedding-3-small", "invoke_agent", "invoke_workflow triage",
+                 "execute_tool get_weather"):  # fmt: skip
+        with tracer.start_as_current_span(name) as span:
+            assert span.is_recording(), name
+    for name in ("chatbot handler", "chatroom", "GET /chat"):
+        with tracer.start_as_current_span(name) as span:
+            assert not span.is_recording(), name
     assert memory.get_finished_spans() == ()
     assert "GenAIRecordingSampler" in GenAIRecordingSampler(TraceIdRatioBased(0.5)).get_description()
 

@@ -10,7 +10,8 @@ instrumentation installed (official, OpenInference, OpenLLMetry: each call is
 seen three times), against the fake LLM. RUNS agent runs, each: a chat that
 asks for a tool, the tool, a chat that answers; then one chat outside any
 run. PromptWall is configured from the environment
-(``PROMPTWALL_GROUP_AGENT_RUNS`` decides the mode). Prints one JSON line: the
+(``PROMPTWALL_GROUP_AGENT_RUNS`` decides the mode; ``AGENT_APP_SAMPLE_RATIO``
+wraps a trace-id ratio sampler in ``GenAIRecordingSampler``). Prints one JSON line: the
 client's view of each call (ids and usage).
 """
 
@@ -35,11 +36,15 @@ def main(runs: int) -> None:
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
     from opentelemetry.util.genai.handler import TelemetryHandler
 
     import promptwall_otel
 
-    provider = TracerProvider(resource=Resource.create({"service.name": "agent-app", "service.version": "1.0"}))
+    ratio = os.environ.get("AGENT_APP_SAMPLE_RATIO")  # e.g. 0: nothing sampled, every GenAI span only recorded
+    sampler = promptwall_otel.GenAIRecordingSampler(TraceIdRatioBased(float(ratio))) if ratio else None
+    provider = TracerProvider(resource=Resource.create({"service.name": "agent-app", "service.version": "1.0"}),
+                              sampler=sampler)  # fmt: skip
     trace.set_tracer_provider(provider)
     promptwall_otel.configure(schedule_delay_millis=200)
     for instrumentor in (OpenAIInstrumentor(), OpenInferenceInstrumentor(), OpenLLMetryInstrumentor()):

@@ -36,12 +36,13 @@ from promptwall_otel.record import validate_event
 ROOT = Path(__file__).resolve().parents[2]
 PER_RUN = "pw_runs_grouped"
 PER_CALL = "pw_runs_calls"
+SAMPLED_OUT = "pw_runs_sampled_out"
 
 
 @pytest.fixture(scope="module")
 def two_apps() -> Iterator[LocalBackend]:
     """One real backend with two Apps: one per mode, so each App's billing is one mode's."""
-    with LocalBackend(api_keys=[PER_RUN, PER_CALL]) as running:
+    with LocalBackend(api_keys=[PER_RUN, PER_CALL, SAMPLED_OUT]) as running:
         yield running
 
 
@@ -56,8 +57,9 @@ def billing(backend: LocalBackend, key: str) -> Dict[str, Any]:
     return httpx.get(backend.url + "/api/console/billing", headers={"X-API-Key": key}).json()
 
 
-def run_agent_app(backend: LocalBackend, llm: str, key: str, group: bool, tmp_path: Path) -> List[Dict[str, Any]]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PROMPTWALL_API_KEY=key, PROMPTWALL_BASE_URL=backend.url,
+def run_agent_app(backend: LocalBackend, llm: str, key: str, group: bool, tmp_path: Path,
+                  **extra: str) -> List[Dict[str, Any]]:  # fmt: skip
+    env = dict(os.environ, **extra, PYTHONPATH=str(ROOT), PROMPTWALL_API_KEY=key, PROMPTWALL_BASE_URL=backend.url,
                PROMPTWALL_SPOOL_DIR=str(tmp_path / key), OPENAI_BASE_URL=llm + "/v1", OPENAI_API_KEY="sk-fake",
                OTEL_METRICS_EXPORTER="none", PROMPTWALL_GROUP_AGENT_RUNS=str(group).lower(),
                RUN_MARKER=uuid.uuid4().hex)  # fmt: skip
@@ -111,6 +113,20 @@ def test_a_real_agent_app_is_billed_identically_in_both_modes(two_apps: LocalBac
     page = httpx.get(f"{two_apps.url}/traces/{runs[0]['request_id']}", cookies={"pw_console": session})
     assert page.status_code == 200 and 'id="timeline"' in page.text
     assert page.text.count("llm:gpt-4o-mini") == 2 and "tool:get_weather" in page.text
+
+
+def test_runs_are_grouped_and_billed_when_no_trace_is_sampled(two_apps: LocalBackend, fake_llm: str,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    """A 0 % trace sampler under GenAIRecordingSampler: util-genai's agent and tool spans start bare (a name,
+    no attributes), so the sampler must keep them recorded by their names, or the runs fall apart."""
+    seen = run_agent_app(two_apps, fake_llm, SAMPLED_OUT, True, tmp_path, AGENT_APP_SAMPLE_RATIO="0")
+    bill = billing(two_apps, SAMPLED_OUT)
+    assert bill["prompt_tokens"] == sum(c["prompt_tokens"] for c in seen)
+    assert bill["completion_tokens"] == sum(c["completion_tokens"] for c in seen)
+    stored = events(two_apps, SAMPLED_OUT)
+    runs = [e for e in stored if e["request_id"].startswith("run-")]
+    assert len(stored) == 3 and len(runs) == 2
+    assert all([s["stage_name"].split(":")[0] for s in run["spans"]] == ["llm", "tool", "llm"] for run in runs)
 
 
 # --- real SDK spans through the real processor --------------------------------------------------
