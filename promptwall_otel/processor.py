@@ -210,7 +210,7 @@ class PromptWallSpanProcessor(SpanProcessor):
                     last = self._last_baggage = (bag, _inherited_from(bag, None, with_metadata=True))
                 if last[1] is not None:  # the span's own ancestors' attributes win over baggage
                     base = _overlay(last[1], base)
-            if self._group_runs:
+            if self._group_runs and (base is None or base.run_span_id is None):
                 base = self._run_membership(span, base)
             if base is not None:
                 self._contexts.put(span.context.span_id, base)
@@ -219,10 +219,8 @@ class PromptWallSpanProcessor(SpanProcessor):
 
     @staticmethod
     def _run_membership(span: Span, base: Optional[Inherited]) -> Optional[Inherited]:
-        """``base`` naming the outermost agent/workflow run the span is in: its parent's, or itself if it
-        opens one. Only the outermost run is a run; what starts inside it is one of its steps."""
-        if base is not None and base.run_span_id is not None:
-            return base
+        """``base`` naming the run this span opens, if it opens one (it is in no run: the caller checked).
+        Only the outermost run is a run; what starts inside it is one of its steps, by inheritance."""
         if not starts_run(span.name, _live_attributes(span)):
             return base
         run_id = span.context.span_id

@@ -51,6 +51,7 @@ __all__ = ["Released", "Run", "RunAssembler", "RunOf", "Step", "root_conversatio
 # Span names that open a run even when the producer sets its attributes only at the end
 # (opentelemetry-util-genai starts ``invoke_agent`` / ``invoke_workflow {name}`` spans bare).
 _RUN_NAMES = ("invoke_agent", "invoke_workflow")
+_RUN_KEYS = frozenset({semconv.OPERATION, openinference.SPAN_KIND, openllmetry.SPAN_KIND, vercel.OPERATION_ID})
 _RUN_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow"})
 _RUN_KINDS = frozenset({"AGENT", "CHAIN"})  # OpenInference: only the outermost is a run
 _NESTED_STRUCTURE = frozenset({"chain", "prompt", "unknown", "agent_step", "create_agent"} | vercel.AGGREGATE_OPERATIONS)
@@ -88,7 +89,7 @@ def starts_run(name: str, attributes: Optional[Mapping[str, Any]]) -> bool:
     """Whether a span opens a run, judged at its start (cheap: a few lookups, for the application thread)."""
     if name.startswith(_RUN_NAMES):
         return True
-    if not attributes:
+    if not attributes or _RUN_KEYS.isdisjoint(attributes):  # most spans: one test
         return False
     operation = attributes.get(semconv.OPERATION)
     if operation is not None:
