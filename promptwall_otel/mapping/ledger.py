@@ -232,9 +232,9 @@ class TraceLedger:
         self._lock = threading.Lock()
         # response-keyed request_id -> fullness of the record handed out, for copies in later batches
         self._sent: "OrderedDict[str, Tuple[bool, bool, int]]" = OrderedDict()
-        # span id (int) or provider response id (str) of a call handed out -> what a later record about it
-        # (a late evaluation) names: its request_id, session, user, integration
-        self._calls_sent: "OrderedDict[Union[int, str], Tuple[str, Optional[str], Optional[str], str]]" = OrderedDict()
+        # span id (16 hex digits) or provider response id of a call handed out -> what a later record about
+        # it (a late evaluation) names: its request_id, session, user, integration; oldest dropped first
+        self._calls_sent: "OrderedDict[str, Tuple[str, Optional[str], Optional[str], str]]" = OrderedDict()
 
     def _trace(self, trace_id: int) -> _Trace:
         traces = self._traces
@@ -449,25 +449,26 @@ class TraceLedger:
             if len(sent) > _SENT_IDS:
                 sent.popitem(last=False)
         metadata = event["metadata"]
-        if metadata["gen_ai"].get("operation") in _NOT_CALLS:
+        gen_ai = metadata["gen_ai"]
+        if gen_ai.get("operation") in _NOT_CALLS:
             return
         calls = self._calls_sent
         call = (request_id, event.get("session_id"), event.get("user_id"), event["integration_id"])
         otel = metadata["otel"]
-        calls[int(otel["span_id"], 16)] = call
+        calls[otel["span_id"]] = call
         if "duplicate_spans" in otel:
             for span_hex in otel["duplicate_spans"]:
                 if span_hex:
-                    calls[int(span_hex, 16)] = call
-        response_id = metadata["gen_ai"].get("response_id")
-        if response_id:
-            calls[response_id] = call
+                    calls[span_hex] = call
+        if "response_id" in gen_ai:
+            calls[gen_ai["response_id"]] = call
         while len(calls) > _SENT_IDS:
             calls.popitem(last=False)
 
     def call_sent(self, key: Union[int, str]) -> bool:
-        """Whether the call with this span id or response id was handed out (a late record may name it)."""
-        return key in self._calls_sent
+        """Whether the call with this span id (int) or response id was handed out (a later record may
+        name it)."""
+        return (f"{key:016x}" if type(key) is int else key) in self._calls_sent
 
     def late_evaluations(self, logs: Sequence[LogView], options: MappingOptions) -> List[Dict[str, Any]]:
         """Evaluation log records that arrived after their call's record left: one follow-up record per
@@ -475,7 +476,7 @@ class TraceLedger:
         per_call: Dict[str, Tuple[Tuple[str, Optional[str], Optional[str], str], List[LogView]]] = {}
         with self._lock:
             for log in logs:
-                call = self._calls_sent.get(log.span_id) if log.span_id else None
+                call = self._calls_sent.get(f"{log.span_id:016x}") if log.span_id else None
                 if call is None:
                     call = self._calls_sent.get(text(log.attributes.get("gen_ai.response.id")) or "")
                 if call is not None:
