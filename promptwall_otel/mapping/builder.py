@@ -12,14 +12,14 @@ import enum
 import hashlib
 import logging
 import time
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ..record import STATUSES, format_ns
 from . import guardrails, logfire, openinference, openllmetry, semconv, vercel
 from .messages import Message, answer_of, prompt_of
 from .options import MappingOptions
 from .values import KeyPlan, Lookup, count, first, json_safe, number, repair, strings, text, truncate
-from .view import LogView, SpanView
+from .view import EventView, LogView, SpanView
 
 logger = logging.getLogger("promptwall_otel")
 
@@ -664,7 +664,7 @@ def guardrail_record(view: SpanView, verdicts: Sequence[guardrails.Verdict], opt
     return event
 
 
-def evaluation_record(call: Tuple[str, Optional[str], Optional[str], str], logs: Sequence[LogView],
+def evaluation_record(call: Tuple[str, Optional[str], Optional[str], str], logs: Sequence[Union[LogView, EventView]],
                       options: MappingOptions) -> Dict[str, Any]:
     """A follow-up record for evaluations of a call whose record already left (``call``: its request_id,
     session, user and integration, as the ledger remembers them). Keyed by the call and the

@@ -21,7 +21,7 @@ from .semconv import EVALUATION_EVENT
 from .values import json_safe, number, text, truncate
 from .view import SpanView
 
-__all__ = ["Verdict", "verdict_of", "is_guardrail", "evaluation_hit", "tripwire_names", "combine",
+__all__ = ["Verdict", "verdict_of", "is_guardrail", "evaluation_hit", "evaluation_events", "tripwire_names", "combine",
            "provider_filter_hit", "BLOCKING_FINISH_REASONS", "EVALUATION_EVENT", "GUARDRAIL_MARKERS"]  # fmt: skip
 
 # --- what producers emit -------------------------------------------------------------------------
@@ -307,6 +307,11 @@ def verdict_of(view: SpanView, tripped: Sequence[str] = ()) -> List[Verdict]:
         decision = "allow"
     raw_attrs = {**attrs, "tripwire_triggered": view.name in tripped} if view.name in tripped else attrs
     return [Verdict(decision, target, None, _hit("guardrail", "openinference", view.name, decision, target, raw_attrs, None))]
+
+
+def evaluation_events(view: SpanView) -> List[Any]:
+    """The ``gen_ai.evaluation.result`` events on a span."""
+    return [event for event in view.events if event.name == EVALUATION_EVENT]
 
 
 def evaluation_hit(attrs: Mapping[str, Any]) -> Optional[Dict[str, Any]]:

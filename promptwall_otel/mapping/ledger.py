@@ -195,6 +195,18 @@ def _same_call_records(records: Dict[int, Dict[str, Any]], pairs: Dict[int, int]
         a["request_id"] = b["request_id"] = shared
 
 
+def _records_by_span(records: List[Dict[str, Any]]) -> Dict[int, Dict[str, Any]]:
+    """span id -> the record of this batch that carries that span (its own, or folded into it)."""
+    by_span: Dict[int, Dict[str, Any]] = {}
+    for record in records:
+        otel = record["metadata"].get("otel")
+        if otel:
+            for span_hex in [otel["span_id"], *otel.get("duplicate_spans", ())]:
+                if span_hex:
+                    by_span[int(span_hex, 16)] = record
+    return by_span
+
+
 def _guarded_call(guard: SpanView, target: Optional[str], calls: List[SpanView], guards: List[SpanView],
                   by_span: Dict[int, Dict[str, Any]]) -> Optional[Dict[str, Any]]:  # fmt: skip
     """The record of the call a guardrail span guarded, among this batch's calls of its trace."""
@@ -279,16 +291,20 @@ class TraceLedger:
         """
         classified: List[Tuple[SpanView, Classification]] = []
         guards: List[SpanView] = []
+        evaluators: List[SpanView] = []
         for view in views:
             classification = classify(view)
             if classification.span_class in (SpanClass.INFERENCE, SpanClass.AGGREGATE):
                 classified.append((view, classification))
-            elif classification.span_class is SpanClass.CONTEXT and guardrails.is_guardrail(view.attributes):
-                guards.append(view)
-        if not classified and not guards:
+            elif classification.span_class is SpanClass.CONTEXT:
+                if guardrails.is_guardrail(view.attributes):
+                    guards.append(view)
+                elif view.events and view.parent_span_id and guardrails.evaluation_events(view):
+                    evaluators.append(view)  # an evaluator's span under the call it judges
+        if not classified and not guards and not evaluators:
             return []
-        # Calls of a trace with a guardrail in this batch wait for its verdict (never emitted early).
-        guarded = {view.trace_id for view in guards}
+        # Calls of a trace with a guardrail or evaluator in this batch wait for it (never emitted early).
+        guarded = {view.trace_id for view in guards} | {view.trace_id for view in evaluators}
         if emit is not None:
             calls = [view for view, classification in classified if classification.span_class is SpanClass.INFERENCE]
             call_ids = {view.span_id for view in calls}
@@ -389,9 +405,27 @@ class TraceLedger:
             out = _merge_same_request_ids(out)
             if guards:
                 self._apply_guardrails(guards, views, out, options, inherited_for)
+            if evaluators:
+                self._apply_evaluator_spans(evaluators, out, options)
             for event in out:
                 self._sending(event)
         return out
+
+    def _apply_evaluator_spans(self, evaluators: List[SpanView], out: List[Dict[str, Any]],
+                               options: MappingOptions) -> None:  # fmt: skip
+        """Evaluation events on an evaluator's span join the call that is its parent: its record in this
+        batch, else a follow-up record if that call left earlier; an evaluator under no call is dropped."""
+        by_span = _records_by_span(out)
+        for view in evaluators:
+            events = guardrails.evaluation_events(view)
+            record = by_span.get(view.parent_span_id)  # type: ignore[arg-type]
+            if record is not None:
+                hits = [guardrails.evaluation_hit(event.attributes) for event in events]
+                guardrails.combine(record, (), [hit for hit in hits if hit])
+                continue
+            call = self._calls_sent.get(f"{view.parent_span_id:016x}")
+            if call is not None:
+                out.append(evaluation_record(call, events, options))
 
     def _apply_guardrails(self, guards: List[SpanView], views: Sequence[SpanView], out: List[Dict[str, Any]],
                           options: MappingOptions, inherited_for: Optional[InheritedFor]) -> None:  # fmt: skip
@@ -402,12 +436,7 @@ class TraceLedger:
         by it. A verdict whose call is not in this batch: waits on the trace for a later call (input),
         becomes a follow-up record naming the call that already left (output), or, if it blocked and
         no call exists, a record of the blocked request. None of these records carries tokens."""
-        by_span: Dict[int, Dict[str, Any]] = {}
-        for record in out:
-            otel = record["metadata"]["otel"]
-            for span_hex in [otel["span_id"], *otel.get("duplicate_spans", ())]:
-                if span_hex:
-                    by_span[int(span_hex, 16)] = record
+        by_span = _records_by_span(out)
         calls = sorted((view for view in views if view.span_id in by_span), key=lambda view: view.start_ns)
         tripped = guardrails.tripwire_names(views)
         for guard in sorted(guards, key=lambda view: view.end_ns):

@@ -395,3 +395,15 @@ def test_receiver_an_evaluation_log_after_its_call_was_forwarded(tmp_path: Path)
     follow_up = next(r for r in stored if r["request_id"].startswith("eval-"))
     assert follow_up["metadata"]["gen_ai"]["evaluation_of"] == call["request_id"]
     assert follow_up["policy_hits"][0]["name"] == "relevance" and not follow_up.get("total_tokens")
+
+
+def test_an_evaluator_span_under_the_call_joins_it_and_after_it_left_follows_up() -> None:
+    """An evaluator's own span (OpenInference EVALUATOR) child of the call, with the result as its event."""
+    evaluator = span(2, 1, {"openinference.span.kind": "EVALUATOR"}, 20, 30, name="evaluate relevance",
+                     events=[EventView("gen_ai.evaluation.result", 30_000_000, EVAL)])  # fmt: skip
+    record = only(mapped(evaluator, span(1, None, CHAT, 0, 40)))
+    assert record["policy_hits"][0]["name"] == "relevance" and record["status"] == "ok"
+    ledger = TraceLedger()
+    (call,) = ledger.map_batch([span(1, None, CHAT, 0, 10)], MappingOptions())
+    (follow_up,) = ledger.map_batch([evaluator], MappingOptions())
+    assert follow_up["metadata"]["gen_ai"]["evaluation_of"] == call["request_id"] and validate_event(follow_up) == []
