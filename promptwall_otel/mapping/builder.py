@@ -413,6 +413,8 @@ def _status(view: SpanView, attrs: Mapping[str, Any], reasons: Optional[List[str
         message = text(view.status_message) or text(exception.get("exception.message"))
         if message:
             error["message"] = truncate(message, 1024)
+            if guardrails.refused_by_provider_filter(message):
+                return "blocked", error  # the provider's filter refused the request (an error to the client)
         return "error", error
     if reasons and not guardrails.BLOCKING_FINISH_REASONS.isdisjoint(reasons):
         return "blocked", None  # the provider's own filter stopped the answer
@@ -598,7 +600,7 @@ def build_event(
         gen_ai["error"] = error
     if set_by_application:  # guardrail verdicts and evaluations never override these (guardrails.combine)
         gen_ai["set_by_application"] = set_by_application
-    provider_filter = guardrails.provider_filter_hit(reasons) if status == "blocked" else None
+    provider_filter = guardrails.provider_filter_hit(reasons, error) if status == "blocked" else None
     if provider_filter and "status" not in set_by_application:
         event["policy_hits"] = [provider_filter]
         event.setdefault("final_decision", "block")

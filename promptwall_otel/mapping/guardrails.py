@@ -371,8 +371,22 @@ def combine(event: Dict[str, Any], verdicts: Sequence[Verdict], evaluations: Seq
 _STATUS_RANK = {"ok": 0, "error": 1, "regenerated": 2, "rewritten": 3, "blocked": 4}
 
 
-def provider_filter_hit(reasons: Sequence[str]) -> Optional[Dict[str, Any]]:
-    """The policy hit for a provider's own filter reported as a finish reason (verbatim)."""
+# Azure OpenAI refuses a request its content filter (or Prompt Shields) flags with HTTP 400, error code
+# content_filter and inner code ResponsibleAIPolicyViolation; the openai client's exception message, which
+# instrumentations record as the span's status, quotes that body.
+_FILTER_REFUSALS = ("'code': 'content_filter'", '"code": "content_filter"', "ResponsibleAIPolicyViolation")
+
+
+def refused_by_provider_filter(error_message: str) -> bool:
+    """Whether a failed call's error is a provider's content filter refusing the request."""
+    return any(marker in error_message for marker in _FILTER_REFUSALS)
+
+
+def provider_filter_hit(reasons: Sequence[str], error: Optional[Mapping[str, Any]] = None) -> Optional[Dict[str, Any]]:
+    """The policy hit for a provider's own filter: a finish reason, or an error refusing the request."""
+    if error is not None:
+        return {"kind": "provider_filter", "source": "error", "decision": "block", "status": "blocked",
+                "raw": {"error.type": error.get("type")}}  # fmt: skip
     blocking = [reason for reason in reasons if reason in BLOCKING_FINISH_REASONS]
     if not blocking:
         return None

@@ -407,3 +407,17 @@ def test_an_evaluator_span_under_the_call_joins_it_and_after_it_left_follows_up(
     (call,) = ledger.map_batch([span(1, None, CHAT, 0, 10)], MappingOptions())
     (follow_up,) = ledger.map_batch([evaluator], MappingOptions())
     assert follow_up["metadata"]["gen_ai"]["evaluation_of"] == call["request_id"] and validate_event(follow_up) == []
+
+
+def test_azure_content_filter_refusing_the_request_is_blocked_and_keeps_the_error() -> None:
+    """Azure OpenAI answers a filtered prompt with 400 content_filter; the openai client's
+    BadRequestError message (the span status OpenInference and openai-v2 record) quotes the body."""
+    message = ("Error code: 400 - {'error': {'message': \"The response was filtered due to the prompt triggering "
+               "Azure OpenAI's content management policy.\", 'type': None, 'param': 'prompt', 'code': "
+               "'content_filter', 'status': 400, 'innererror': {'code': 'ResponsibleAIPolicyViolation'}}}")
+    failed = span(1, None, {**CHAT, "error.type": "BadRequestError"}, 0, 10, status="ERROR", message=message)
+    record = only(mapped(failed))
+    assert (record["status"], record["error_code"], record["final_decision"]) == ("blocked", "BadRequestError", "block")
+    assert record["policy_hits"][0]["source"] == "error"
+    other = span(1, None, {**CHAT, "error.type": "BadRequestError"}, 0, 10, status="ERROR", message="Error code: 400 - bad model")
+    assert only(mapped(other))["status"] == "error"
