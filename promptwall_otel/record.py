@@ -23,6 +23,7 @@ __all__ = [
     "parse_timestamp",
     "format_timestamp",
     "format_ns",
+    "stored_form",
 ]
 
 MAX_BATCH = 500
@@ -113,6 +114,10 @@ _ISO_RE = re.compile(
     re.IGNORECASE,
 )
 
+# Exactly format_timestamp's output for years 1000..9999 (strftime pads no shorter year): such a
+# string, once known to be a real moment, is already its own stored form.
+_CANONICAL_RE = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+
 
 def parse_timestamp(value: Any) -> Optional[datetime]:
     """ISO-8601 string or epoch seconds to an aware UTC datetime; None if neither.
@@ -128,6 +133,11 @@ def parse_timestamp(value: Any) -> Optional[datetime]:
         return datetime.fromtimestamp(value, tz=timezone.utc)
     if not isinstance(value, str):
         return None
+    if _CANONICAL_RE.fullmatch(value):  # what format_timestamp writes, as stored and as exporters send
+        try:
+            return datetime.fromisoformat(value[:26]).replace(tzinfo=timezone.utc)
+        except ValueError:  # a day or hour that does not exist
+            return None
     match = _ISO_RE.match(value.strip())
     if not match:
         return None
@@ -232,11 +242,101 @@ def _validate_stage(errors: List[str], index: int, stage: Any) -> None:
     _check_cost(errors, prefix + "cost_usd", stage.get("cost_usd"))
 
 
+# The checks of validate_event as one table, for its fast path: (kind, bound or allowed values).
+_BOUNDED, _TEXT, _COUNT, _COST, _TIME, _ENUM, _RISK, _LIST, _OBJECT, _STAGES = range(10)
+_FAST_RULES: Dict[str, Tuple[int, Any]] = {
+    "request_id": (_BOUNDED, MAX_ID_CHARS),
+    **{name: (_BOUNDED, max_chars) for name, max_chars in _STRING_FIELDS.items()},
+    **{name: (_TEXT, None) for name in _TEXT_FIELDS},
+    **{name: (_COUNT, None) for name in (*_TOKEN_FIELDS, "latency_ms")},
+    "cost_usd": (_COST, None),
+    "started_at": (_TIME, None),
+    "finished_at": (_TIME, None),
+    "mode": (_ENUM, MODES),
+    "status": (_ENUM, STATUSES),
+    "risk_score": (_RISK, None),
+    "policy_hits": (_LIST, None),
+    "metadata": (_OBJECT, None),
+    "spans": (_STAGES, None),
+}
+
+
+def stored_form(event: Any, now: Optional[datetime] = None) -> Optional[Dict[str, Any]]:
+    """``apply_defaults(event, now)`` if ``validate_event(event)`` finds nothing, in one pass; else None.
+
+    None also means "not in the plain form this pass takes" (a float token
+    count, a timestamp that is not already ISO-8601 UTC with microseconds,
+    stages in ``spans``): then ask ``validate_event`` and ``apply_defaults``,
+    which give the same answers the long way. The backend runs this on every
+    event it receives: the two full passes parsed each timestamp four times
+    and made ~30 calls per event, a third of ingest's cost.
+    """
+    if type(event) is not dict:
+        return None
+    request_id = event.get("request_id")
+    if type(request_id) is not str or not 0 < len(request_id) <= MAX_ID_CHARS:
+        return None
+    rules = _FAST_RULES
+    stored: Dict[str, Any] = {}
+    for key, value in event.items():
+        rule = rules.get(key)
+        if rule is None or value is None:
+            continue  # unknown fields and nulls are dropped
+        kind, bound = rule
+        if kind == _BOUNDED:
+            if type(value) is not str or len(value) > bound:
+                return None
+        elif kind == _COUNT:
+            if type(value) is not int or value < 0:
+                return None
+        elif kind == _TIME:
+            if type(value) is not str or not _CANONICAL_RE.fullmatch(value) or parse_timestamp(value) is None:
+                return None
+        elif kind == _TEXT:
+            if type(value) is not str:
+                return None
+        elif kind == _ENUM:
+            if value not in bound:
+                return None
+        elif kind == _COST:
+            if not ((type(value) is float and math.isfinite(value)) or type(value) is int) or value < 0:
+                return None
+        elif kind == _RISK:
+            if not ((type(value) is float and math.isfinite(value)) or type(value) is int) or not 0 <= value <= 1:
+                return None
+        elif kind == _LIST:
+            if type(value) is not list:
+                return None
+        elif kind == _OBJECT:
+            if type(value) is not dict:
+                return None
+        elif type(value) is not list or value:  # spans: stages are rare; the full check reads them
+            return None
+        stored[key] = value
+    stored.setdefault("mode", "ingest")
+    if "started_at" not in stored:
+        stored["started_at"] = format_timestamp(now or datetime.now(timezone.utc))
+    if "total_tokens" not in stored and ("prompt_tokens" in stored or "completion_tokens" in stored):
+        stored["total_tokens"] = stored.get("prompt_tokens", 0) + stored.get("completion_tokens", 0)
+    if "latency_ms" not in stored and "finished_at" in stored:
+        started, finished = parse_timestamp(stored["started_at"]), parse_timestamp(stored["finished_at"])
+        stored["latency_ms"] = max(0, round((finished - started).total_seconds() * 1000))  # type: ignore[operator]
+    if "end_user_id" not in stored and "user_id" in stored:
+        stored["end_user_id"] = stored["user_id"]
+    return stored
+
+
 def validate_event(event: Any) -> List[str]:
     """Every reason ``event`` would be rejected, in the seed's wording; [] if valid.
 
     Unknown fields are not errors: the server ignores them, as the API does.
     """
+    if stored_form(event) is not None:
+        return []
+    return _errors_the_long_way(event)
+
+
+def _errors_the_long_way(event: Any) -> List[str]:
     if not isinstance(event, Mapping):
         return ["event must be an object"]
     errors: List[str] = []
@@ -274,7 +374,6 @@ def validate_event(event: Any) -> List[str]:
 
 _KNOWN_FIELDS = frozenset(Event.__annotations__)
 
-
 def apply_defaults(event: Mapping[str, Any], now: Optional[datetime] = None) -> Dict[str, Any]:
     """The stored form of a *valid* event: the API's documented defaults filled in.
 
@@ -284,6 +383,11 @@ def apply_defaults(event: Mapping[str, Any], now: Optional[datetime] = None) -> 
     are dropped. ``end_user_id`` falls back to Events mode's ``user_id``.
     Cost is never estimated here.
     """
+    fast = stored_form(event, now)
+    return fast if fast is not None else _defaults_the_long_way(event, now)
+
+
+def _defaults_the_long_way(event: Mapping[str, Any], now: Optional[datetime]) -> Dict[str, Any]:
     stored: Dict[str, Any] = {k: v for k, v in event.items() if k in _KNOWN_FIELDS and v is not None}
     stored.setdefault("mode", "ingest")
     started = parse_timestamp(stored.get("started_at")) or now or datetime.now(timezone.utc)

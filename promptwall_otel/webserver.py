@@ -83,6 +83,8 @@ class Request:
         self.raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         self.query_string: bytes = scope.get("query_string", b"")
         self.headers = Headers(scope["headers"])
+        client = scope.get("client")
+        self.client_host: Optional[str] = client[0] if client else None  # the peer's address (a proxy's, behind one)
         self._service = service
         self._receive = receive
         self.complete = False  # the whole body has been received

@@ -103,15 +103,26 @@ def _short(key: Any) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-def storage_errors(event: Any) -> List[str]:
-    """Reasons the store could not hold ``event`` faithfully; [] if it can. Run before ``validate_event``."""
+def storage_errors(event: Any, strict_json: bool = False) -> List[str]:
+    """Reasons the store could not hold ``event`` faithfully; [] if it can. Run before ``validate_event``.
+
+    ``strict_json``: the event came from orjson with no digit run of 19 or
+    more (``server.parse_body``), so every string and key is valid Unicode,
+    every number finite and every integer below 10**18: only nesting and
+    sizes are left to check, and scalars need no walk.
+    """
     if not isinstance(event, dict):
         return []
     errors: List[str] = []
     for key, value in event.items():
         try:
-            _walk(key, 0)
-            size = _walk(value, 0)
+            if not strict_json:
+                _walk(key, 0)
+                size = _walk(value, 0)
+            elif type(value) is dict or type(value) is list:
+                size = _walk(value, 0)
+            else:
+                size = 0  # scalars: only the rules below apply, and none of them reads this size
         except _Bad as bad:
             errors.append(f"{_short(key)}{''.join(reversed(bad.path))} {bad.reason}")
             continue

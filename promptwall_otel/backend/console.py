@@ -20,6 +20,10 @@ Invariants:
   SVG built from numbers; and every page sends a Content-Security-Policy that
   allows only this server's own script and stylesheet, so injected markup
   could not run even if it were not escaped.
+- **Keys cannot be guessed at speed.** Each client address gets at most
+  :data:`LOGIN_FAILURES_PER_MINUTE` failed keys a minute; past that every
+  login from it, right key or wrong, is ``429`` with ``Retry-After`` until
+  the oldest failure is a minute old (the addresses tracked are bounded).
 - State-changing requests (login, logout) are POSTs that a foreign page
   cannot forge: the cookie is ``SameSite=Strict`` and a cross-origin
   ``Origin`` is refused.
@@ -28,14 +32,15 @@ Invariants:
 from __future__ import annotations
 
 import ipaddress
+import math
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, unquote, urlencode
 
 import orjson
@@ -52,6 +57,8 @@ SESSION_IDLE_S = 12 * 3600
 MAX_SESSIONS = 1000  # a login flood evicts the oldest sessions instead of growing memory
 PAGE_SIZE = 50
 REFRESH_MS = 3000  # new events show within ~5 s: one refresh period plus the exporter's batching
+LOGIN_FAILURES_PER_MINUTE = 10
+MAX_THROTTLED_ADDRESSES = 10_000  # past it the address that failed least recently is forgotten
 
 _HERE = Path(__file__).resolve().parent
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -77,6 +84,40 @@ _STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascr
            "favicon.svg": "image/svg+xml"}
 
 
+class LoginThrottle:
+    """Failed login keys per client address in a sliding minute; bounded in addresses and in failures each."""
+
+    def __init__(self, limit: int = LOGIN_FAILURES_PER_MINUTE, window_s: float = 60.0,
+                 max_addresses: int = MAX_THROTTLED_ADDRESSES, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.limit, self.window_s, self.max_addresses, self._clock = limit, window_s, max_addresses, clock
+        self._failures: "OrderedDict[str, Deque[float]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, address: str) -> Optional[int]:
+        """Seconds until ``address`` may try again (at least 1), or None if it may now."""
+        now = self._clock()
+        with self._lock:
+            failures = self._failures.get(address)
+            if failures is None:
+                return None
+            while failures and failures[0] <= now - self.window_s:
+                failures.popleft()
+            if not failures:
+                del self._failures[address]
+                return None
+            if len(failures) < self.limit:
+                return None
+            return max(1, math.ceil(failures[0] + self.window_s - now))
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            failures = self._failures.pop(address, None) or deque(maxlen=self.limit)
+            failures.append(self._clock())
+            self._failures[address] = failures  # most recent failure last: eviction takes the stalest
+            while len(self._failures) > self.max_addresses:
+                self._failures.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class _Session:
     caller: Caller
@@ -99,6 +140,7 @@ class Console:
         self.keyless = keyless  # log in without a key (no keys configured, loopback only): every App
         self._sessions: "OrderedDict[str, _Session]" = OrderedDict()
         self._lock = threading.Lock()
+        self.throttle = LoginThrottle()
         # Events omit absent fields, so templates test them (``is defined``, ``or``): the lenient Undefined.
         self._env = Environment(loader=FileSystemLoader(str(_HERE / "templates")),
                                 autoescape=select_autoescape(default=True, default_for_string=True))
@@ -125,7 +167,8 @@ class Console:
             self._same_origin(request)
             if path == "/login":
                 data, _ = await request.body(_FORM_TYPES)
-                return self._login(dict(parse_qsl(data.decode("utf-8", "replace"))), session_id)
+                return self._login(dict(parse_qsl(data.decode("utf-8", "replace"))), session_id,
+                                   request.client_host or "unknown")  # fmt: skip
             if path == "/app" and session is not None and session_id is not None:
                 data, _ = await request.body(_FORM_TYPES)
                 return self._pick(session_id, session, dict(parse_qsl(data.decode("utf-8", "replace"))))
@@ -167,15 +210,20 @@ class Console:
             self._sessions.move_to_end(session_id)
         return session_id, session
 
-    def _login(self, form: Dict[str, str], old_session: Optional[str]) -> Response:
+    def _login(self, form: Dict[str, str], old_session: Optional[str], address: str) -> Response:
         key = form.get("key", "").strip()
         next_path = _safe_next(form.get("next"))
+        wait = self.throttle.retry_after(address)
+        if wait is not None:  # checked before the key, so a throttled guesser learns nothing about it
+            return self._html(429, "login.html", {"Retry-After": str(wait)}, keyless=self.keyless, next=next_path,
+                              error=f"Too many wrong keys from your address; try again in {wait} s.")  # fmt: skip
         if not key and not self.keyless:
             return self._html(401, "login.html", keyless=self.keyless, next=next_path, error="Enter an App's API key.")
         if key:
             try:
                 caller = self.apps.caller(key)
             except HttpError:
+                self.throttle.failed(address)
                 return self._html(401, "login.html", keyless=self.keyless, next=next_path, error="That key is not accepted here.")
         else:
             caller = Caller(None)
@@ -283,9 +331,9 @@ class Console:
             "next_url": "/traces?" + urlencode({**rest, "cursor": next_cursor}) if next_cursor else None,
         }  # fmt: skip
 
-    def _html(self, status: int, template: str, **context: Any) -> Response:
+    def _html(self, status: int, template: str, headers: Optional[Dict[str, str]] = None, **context: Any) -> Response:
         body = self._env.get_template(template).render(refresh_ms=REFRESH_MS, **context)
-        return Response(status, body.encode("utf-8"), "text/html; charset=utf-8", _SECURITY_HEADERS)
+        return Response(status, body.encode("utf-8"), "text/html; charset=utf-8", {**_SECURITY_HEADERS, **(headers or {})})
 
 
 def _redirect(location: str, headers: Optional[Dict[str, str]] = None) -> Response:

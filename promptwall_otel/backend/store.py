@@ -1,14 +1,30 @@
 """SQLite storage of the local backend: idempotent writes, the console's reads, per App.
 
-One connection behind one lock: SQLite serialises writers anyway, the lock
-makes ``:memory:`` databases shareable across request threads, and every
-write is committed before the HTTP response leaves.
+Writes go through one connection behind one lock (SQLite serialises writers
+anyway), and every write is committed before the HTTP response leaves. On a
+database file (WAL), each reading thread has a connection of its own and
+reads one snapshot per call without taking that lock, so a slow read never
+holds up ingest; a ``:memory:`` store reads through the writer's connection.
+
+Rollups kept at write time answer the console's aggregate reads at any size
+(issue 12: every page within 200 ms at 1,000,000 events): per App and UTC
+hour and day, per model/provider/status, the event count, token sums and
+costs (``rollup_counts``); per hour, day and all time, a histogram of exact
+latencies (``rollup_latency``, so p50/p95 are the events' own values); per
+session, its turns, first/last start, tokens and end user (``app_sessions``).
+A window that starts mid-hour reads that first partial hour from the events
+themselves and the rest from the rollups.
 
 Invariants: every row belongs to one App, ``request_id`` is unique within
 its App (not across Apps), and every read names the App it reads (``None``
-only for the admin, who reads all). Sums use ``TOTAL()``, which cannot
-overflow. Reads are bounded in rows and in bytes (:data:`MAX_PAGE_BYTES`),
-and pages continue from an opaque cursor.
+only for the admin, who reads all). The rollups are updated in the
+transaction that inserts the events, from exactly the events inserted (not
+the duplicates skipped), so they always equal a scan of ``app_events``:
+counts and token sums exactly (up to 2**53), costs up to floating-point
+rounding. A database without them (an earlier version's) gets them rebuilt
+from its events when opened. Sums use ``TOTAL()`` or SQLite integers, which
+turn to floating point rather than overflow. Reads are bounded in rows and
+in bytes (:data:`MAX_PAGE_BYTES`), and pages continue from an opaque cursor.
 """
 
 from __future__ import annotations
@@ -17,12 +33,13 @@ import base64
 import os
 import sqlite3
 import threading
-from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import orjson
 
-from ..record import format_timestamp
+from ..record import format_timestamp, parse_timestamp
 
 CREDIT_USD_PER_MILLION_TOKENS = 30.0
 """Events-mode price: $30 per 1,000,000 tokens (prompt + completion)."""
@@ -40,9 +57,11 @@ MAX_PAGE_BYTES = 8 * 1024 * 1024
 """A read stops adding events once its reply passes this size (one event always fits: see checks.py)."""
 
 # ``app_events``, not ``events``: a database written before Apps existed keeps its old table untouched.
+# ``seq`` is a plain rowid (an earlier version's AUTOINCREMENT cost 3 µs per event): rows are never deleted,
+# so it only grows either way.
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS app_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     app TEXT NOT NULL,
     request_id TEXT NOT NULL,
     received_at TEXT NOT NULL,
@@ -55,10 +74,80 @@ CREATE INDEX IF NOT EXISTS app_events_session ON app_events (app, session_id, st
 CREATE INDEX IF NOT EXISTS app_events_user ON app_events (app, end_user_id);
 CREATE INDEX IF NOT EXISTS app_events_model ON app_events (app, model);
 CREATE TABLE IF NOT EXISTS backend_meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rollup_counts (
+    app TEXT NOT NULL, grain TEXT NOT NULL, bucket TEXT NOT NULL,
+    model TEXT NOT NULL, provider TEXT NOT NULL, status TEXT NOT NULL,
+    events INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    total_tokens INTEGER NOT NULL, costs INTEGER NOT NULL, cost_usd REAL NOT NULL,
+    PRIMARY KEY (app, grain, bucket, model, provider, status)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_latency (
+    app TEXT NOT NULL, grain TEXT NOT NULL, bucket TEXT NOT NULL, latency_ms INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    PRIMARY KEY (app, grain, bucket, latency_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS app_sessions (
+    app TEXT NOT NULL, session_id TEXT NOT NULL, turns INTEGER NOT NULL, first_at TEXT NOT NULL,
+    last_at TEXT NOT NULL, total_tokens INTEGER NOT NULL, end_user_id TEXT,
+    PRIMARY KEY (app, session_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS app_sessions_recent ON app_sessions (app, last_at);
 """
 
+# Rollup grains: the length of the ``started_at`` prefix that names a bucket ("all": one bucket, '').
+_HOUR, _DAY, _ALL = "h", "d", "a"
+_GRAIN_CHARS = {_HOUR: 13, _DAY: 10, _ALL: 0}
+_COUNT_GRAINS = (_HOUR, _DAY)
+_LATENCY_GRAINS = (_HOUR, _DAY, _ALL)
+_ROLLUPS_VERSION = b"1"
+
+# Labels of absent dimensions, as every aggregate read shows them.
+_LABELED = "COALESCE(model, '(unknown)') AS model, COALESCE(provider, '(unknown)') AS provider, " \
+           "COALESCE(status, '(none)') AS status"  # fmt: skip
+
+_UPSERT_COUNTS = """
+INSERT INTO rollup_counts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (app, grain, bucket, model, provider, status) DO UPDATE SET
+    events = events + excluded.events, prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    total_tokens = total_tokens + excluded.total_tokens, costs = costs + excluded.costs,
+    cost_usd = cost_usd + excluded.cost_usd
+"""
+_UPSERT_LATENCY = """
+INSERT INTO rollup_latency VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (app, grain, bucket, latency_ms) DO UPDATE SET events = events + excluded.events
+"""
+# A NULL end user never replaces a known one; of two known ones the greater stays (what MAX() gives).
+_UPSERT_SESSION = """
+INSERT INTO app_sessions VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (app, session_id) DO UPDATE SET
+    turns = turns + excluded.turns, first_at = min(first_at, excluded.first_at),
+    last_at = max(last_at, excluded.last_at), total_tokens = total_tokens + excluded.total_tokens,
+    end_user_id = CASE WHEN excluded.end_user_id IS NULL THEN end_user_id
+                       WHEN end_user_id IS NULL THEN excluded.end_user_id
+                       ELSE max(end_user_id, excluded.end_user_id) END
+"""
+# The same sums from the events themselves: an earlier version's database, opened by this one.
+_REBUILD = [
+    "DELETE FROM rollup_counts",
+    "DELETE FROM rollup_latency",
+    "DELETE FROM app_sessions",
+    *(f"""INSERT INTO rollup_counts
+          SELECT app, '{grain}', substr(started_at, 1, {chars}), {_LABELED}, COUNT(*), TOTAL(prompt_tokens),
+                 TOTAL(completion_tokens), TOTAL(total_tokens), COUNT(cost_usd), TOTAL(cost_usd)
+          FROM app_events GROUP BY 1, 2, 3, 4, 5, 6"""
+      for grain, chars in ((_HOUR, 13), (_DAY, 10))),
+    *(f"""INSERT INTO rollup_latency
+          SELECT app, '{grain}', substr(started_at, 1, {chars}), latency_ms, COUNT(*)
+          FROM app_events WHERE latency_ms IS NOT NULL GROUP BY 1, 2, 3, 4"""
+      for grain, chars in ((_HOUR, 13), (_DAY, 10), (_ALL, 0))),
+    """INSERT INTO app_sessions
+       SELECT app, session_id, COUNT(*), MIN(started_at), MAX(started_at), TOTAL(total_tokens), MAX(end_user_id)
+       FROM app_events WHERE session_id IS NOT NULL GROUP BY app, session_id""",
+]
+
 _INSERT = (
-    "INSERT OR IGNORE INTO app_events (app, request_id, received_at, "
+    "INSERT INTO app_events (app, request_id, received_at, "
     + ", ".join(_SCALAR_COLUMNS + _JSON_COLUMNS)
     + ") VALUES ("
     + ", ".join("?" * (3 + len(_SCALAR_COLUMNS) + len(_JSON_COLUMNS)))
@@ -71,19 +160,43 @@ class BadCursor(ValueError):
 
 
 class EventStore:
-    """The events table. Thread-safe; ``path=":memory:"`` for throwaway stores."""
+    """The events table and its rollups. Thread-safe; ``path=":memory:"`` for throwaway stores."""
 
     def __init__(self, path: str = ":memory:") -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        if path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process; only power loss can drop the tail.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = self._connect()
         self._conn.executescript(_SCHEMA)
+        self._readers = threading.local()
+        self._reader_conns: List[sqlite3.Connection] = []
+        self._closed = False
+        self._ensure_rollups()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        if self.path != ":memory:":
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process; only power loss can drop the tail.
+            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    def _ensure_rollups(self) -> None:
+        """Rebuild the rollups from the events if this database has none yet (written by an earlier version)."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM backend_meta WHERE name = 'rollups'").fetchone()
+            if row is not None and bytes(row[0]) == _ROLLUPS_VERSION:
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _REBUILD:
+                    self._conn.execute(statement)
+                self._conn.execute("INSERT OR REPLACE INTO backend_meta VALUES ('rollups', ?)", (_ROLLUPS_VERSION,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     def salt(self) -> bytes:
         """This database's secret for App labels: made once, kept with the data it labels."""
@@ -96,31 +209,76 @@ class EventStore:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
             self._conn.close()
 
     def insert(self, events: Sequence[Mapping[str, Any]], app: str) -> int:
-        """Store ``app``'s events in one transaction; how many were new (the rest: ids already stored)."""
+        """Store ``app``'s events in one transaction, with their rollups; how many were new.
+
+        The rest were skipped: their ``request_id`` was stored before, or came
+        earlier in ``events`` (the first write wins).
+        """
         received_at = format_timestamp(datetime.now(timezone.utc))
-        rows = [
-            (app, event["request_id"], received_at, *map(event.get, _SCALAR_COLUMNS),
-             *(_dump(event.get(name)) for name in _JSON_COLUMNS))
-            for event in events
-        ]  # fmt: skip
+        ids = [event["request_id"] for event in events]
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                before = self._conn.total_changes
-                self._conn.executemany(_INSERT, rows)
-                accepted = self._conn.total_changes - before
+                seen = {row[0] for row in self._conn.execute(
+                    f"SELECT request_id FROM app_events WHERE app = ? AND request_id IN ({', '.join('?' * len(ids))})",
+                    (app, *ids))}  # fmt: skip
+                new: List[Mapping[str, Any]] = []
+                for request_id, event in zip(ids, events):
+                    if request_id not in seen:
+                        seen.add(request_id)
+                        new.append(event)
+                if new:
+                    self._conn.executemany(_INSERT, [
+                        (app, event["request_id"], received_at, *map(event.get, _SCALAR_COLUMNS),
+                         *(_dump(event.get(name)) for name in _JSON_COLUMNS))
+                        for event in new
+                    ])  # fmt: skip
+                    counts, latencies, sessions = _rollups(new, app)
+                    self._conn.executemany(_UPSERT_COUNTS, counts)
+                    self._conn.executemany(_UPSERT_LATENCY, latencies)
+                    self._conn.executemany(_UPSERT_SESSION, sessions)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return accepted
+        return len(new)
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection showing one snapshot for the whole ``with`` block.
+
+        On a file, this thread's own connection, in a read transaction, without
+        the writer's lock (WAL lets readers and the writer run side by side);
+        for ``:memory:``, the writer's connection under its lock.
+        """
+        if self.path == ":memory:":
+            with self._lock:
+                yield self._conn
+            return
+        conn = getattr(self._readers, "conn", None)
+        if conn is None:
+            with self._lock:
+                if self._closed:
+                    raise sqlite3.ProgrammingError("the store is closed")
+                conn = self._connect()
+                self._reader_conns.append(conn)  # bounded by the server's worker threads
+            self._readers.conn = conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> List[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, tuple(params)).fetchall()
+        with self._reading() as conn:
+            return conn.execute(sql, tuple(params)).fetchall()
 
     def recent(
         self,
@@ -185,27 +343,28 @@ class EventStore:
 
     def apps(self) -> List[str]:
         """The Apps that have events, by name (the admin's App picker)."""
-        return [row[0] for row in self._query("SELECT DISTINCT app FROM app_events ORDER BY app")]
+        return [row[0] for row in self._query(f"SELECT DISTINCT app FROM rollup_counts WHERE grain = '{_DAY}' ORDER BY app")]
 
     def overview(self, app: Optional[str], since: Optional[str], bucket_chars: int) -> Dict[str, Any]:
         """The Observability page's figures for events started at or after ``since`` (None: all).
 
         ``bucket_chars`` is how much of ``started_at`` names a chart bucket
-        (13: the hour, 10: the day). Latency percentiles are nearest-rank over
-        the events that carry a latency.
+        (16: the minute, 13: the hour, 10: the day). Latency percentiles are
+        nearest-rank over the events that carry a latency.
         """
-        where, params = _scope(app)
-        if since is not None:
-            where.append("started_at >= ?")
-            params.append(since)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        # Each pass over the rows costs about as much as reading them all (~1.7 s at 1M events here):
-        # one grouped pass gives the totals, the decisions and the breakdown, one more the latencies.
-        groups = self._query(
-            f"""SELECT COALESCE(model, '(unknown)'), COALESCE(provider, '(unknown)'), COALESCE(status, '(none)'),
-                       COUNT(*), TOTAL(prompt_tokens), TOTAL(completion_tokens), TOTAL(total_tokens),
-                       COUNT(cost_usd), TOTAL(cost_usd)
-                FROM app_events {clause} GROUP BY 1, 2, 3""", params)  # fmt: skip
+        window = _Window(app, since)
+        with self._reading() as conn:
+            groups = conn.execute(
+                f"""SELECT model, provider, status, SUM(events), TOTAL(prompt_tokens), TOTAL(completion_tokens),
+                           TOTAL(total_tokens), SUM(costs), TOTAL(cost_usd)
+                    FROM ({window.counts()}) GROUP BY 1, 2, 3""", window.params).fetchall()  # fmt: skip
+            latencies = conn.execute(
+                f"SELECT latency_ms, SUM(events) FROM ({window.latencies()}) GROUP BY 1 ORDER BY 1",
+                window.params).fetchall()  # fmt: skip
+            series_sql, series_params = window.series(bucket_chars)
+            series = [_exact(dict(row)) for row in conn.execute(
+                f"""SELECT bucket, SUM(events) AS events, TOTAL(total_tokens) AS total_tokens
+                    FROM ({series_sql}) GROUP BY 1 ORDER BY 1""", series_params)]  # fmt: skip
         names = ("events", "prompt_tokens", "completion_tokens", "total_tokens", "costs", "llm_cost_usd")
         totals: Dict[str, Any] = dict.fromkeys(names, 0)
         totals["errors"] = 0
@@ -225,21 +384,15 @@ class EventStore:
                 row["llm_cost_usd"] = None
             _with_credit(_exact(row))
         by_model = sorted(by_pair.values(), key=lambda row: (-row["total_tokens"], -row["events"]))
-        latencies = self._query(
-            f"SELECT latency_ms, COUNT(*) FROM app_events WHERE {' AND '.join([*where, 'latency_ms IS NOT NULL'])} "
-            "GROUP BY 1 ORDER BY 1", params)  # fmt: skip
         percentiles = _percentiles(latencies, {"p50_ms": 50, "p95_ms": 95})
-        series = [_exact(dict(row)) for row in self._query(
-            f"""SELECT substr(started_at, 1, ?) AS bucket, COUNT(*) AS events, TOTAL(total_tokens) AS total_tokens
-                FROM app_events {clause} GROUP BY 1 ORDER BY 1""", (bucket_chars, *params))]
         return {**totals, **percentiles, "by_model": by_model, "decisions": decisions, "series": series}
 
     def _page(self, sql: str, params: List[Any], limit: int) -> Tuple[List[Dict[str, Any]], Optional[str]]:
         events: List[Dict[str, Any]] = []
         size = 0
         next_cursor: Optional[str] = None
-        with self._lock:
-            rows = self._conn.execute(sql, tuple(params))
+        with self._reading() as conn:
+            rows = conn.execute(sql, tuple(params))
             last: Optional[sqlite3.Row] = None
             for row in rows:
                 if len(events) == limit or (events and size >= MAX_PAGE_BYTES):
@@ -253,51 +406,170 @@ class EventStore:
         return events, next_cursor
 
     def sessions(self, app: Optional[str], limit: int = 50) -> List[Dict[str, Any]]:
-        """Conversations, most recently active first, with their totals."""
-        where, params = _scope(app)
-        where.append("session_id IS NOT NULL")
-        rows = self._query(
-            f"""
-            SELECT session_id, COUNT(*) AS turns, MIN(started_at) AS first_at,
-                   MAX(started_at) AS last_at, TOTAL(total_tokens) AS total_tokens,
-                   MAX(end_user_id) AS end_user_id
-            FROM app_events WHERE {' AND '.join(where)}
-            GROUP BY session_id ORDER BY last_at DESC LIMIT ?
-            """,
-            (*params, limit),
-        )
+        """Conversations, most recently active first, with their totals (from ``app_sessions``)."""
+        if app is not None:
+            rows = self._query(
+                """SELECT session_id, turns, first_at, last_at, total_tokens, end_user_id FROM app_sessions
+                   WHERE app = ? ORDER BY last_at DESC LIMIT ?""", (app, limit))  # fmt: skip
+        else:  # the admin: one row per session id, whichever Apps used it
+            rows = self._query(
+                """SELECT session_id, SUM(turns) AS turns, MIN(first_at) AS first_at, MAX(last_at) AS last_at,
+                          TOTAL(total_tokens) AS total_tokens, MAX(end_user_id) AS end_user_id
+                   FROM app_sessions GROUP BY session_id ORDER BY last_at DESC LIMIT ?""", (limit,))  # fmt: skip
         return [_exact(dict(row)) for row in rows]
 
     def billing(self, app: Optional[str]) -> Dict[str, Any]:
-        """Tokens and Events-mode credit, overall, by model and by UTC day."""
+        """Tokens and Events-mode credit, overall, by model and by UTC day (from the daily rollups)."""
         where, params = _scope(app)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        where.append(f"grain = '{_DAY}'")
 
-        def breakdown(column_sql: str, label: str) -> List[Dict[str, Any]]:
-            rows = self._query(
+        def breakdown(conn: sqlite3.Connection, column_sql: str, label: str) -> List[Dict[str, Any]]:
+            rows = conn.execute(
                 f"""
-                SELECT {column_sql} AS {label}, COUNT(*) AS events,
+                SELECT {column_sql} AS {label}, SUM(events) AS events,
                        TOTAL(prompt_tokens) AS prompt_tokens,
                        TOTAL(completion_tokens) AS completion_tokens,
                        TOTAL(total_tokens) AS total_tokens,
-                       CASE WHEN COUNT(cost_usd) THEN TOTAL(cost_usd) END AS llm_cost_usd
-                FROM app_events {clause} GROUP BY 1 ORDER BY 1
+                       CASE WHEN SUM(costs) THEN TOTAL(cost_usd) END AS llm_cost_usd
+                FROM rollup_counts WHERE {' AND '.join(where)} GROUP BY 1 ORDER BY 1
                 """,
                 params,
             )
             return [_with_credit(_exact(dict(row))) for row in rows]
 
-        totals = breakdown("'all'", "scope")
+        with self._reading() as conn:
+            totals = breakdown(conn, "'all'", "scope")
+            by_model = breakdown(conn, "model", "model")
+            by_day = breakdown(conn, "bucket", "day")
         overall = totals[0] if totals and totals[0]["events"] else _with_credit(
             {"events": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "llm_cost_usd": None}
         )
         overall.pop("scope", None)
-        return {
-            "rate_usd_per_million_tokens": CREDIT_USD_PER_MILLION_TOKENS,
-            **overall,
-            "by_model": breakdown("COALESCE(model, '(unknown)')", "model"),
-            "by_day": breakdown("substr(started_at, 1, 10)", "day"),
-        }
+        return {"rate_usd_per_million_tokens": CREDIT_USD_PER_MILLION_TOKENS, **overall, "by_model": by_model,
+                "by_day": by_day}  # fmt: skip
+
+
+class _Window:
+    """Events started at or after ``since`` (None: all) as the union of the cheapest sources.
+
+    With a ``since``, the partial hour [since, H) comes from ``app_events``
+    (its index on ``started_at``), whole hours [H, D) from the hourly rollups,
+    and days from D on from the daily ones, where H is the first hour
+    boundary after ``since`` and D the first day boundary at or after H.
+    Rollup buckets are ``started_at`` prefixes and these bounds compare as
+    strings, so the three parts are disjoint and cover exactly the rows a
+    ``started_at >= since`` scan reads.
+    """
+
+    def __init__(self, app: Optional[str], since: Optional[str]) -> None:
+        self.since = since
+        self._app = ["app = ?"] if app is not None else []
+        self._app_param: List[Any] = [app] if app is not None else []
+        if since is None:
+            self.params = list(self._app_param)
+            return
+        moment = parse_timestamp(since)
+        if moment is None:
+            raise ValueError(f"not a timestamp: {since!r}")
+        hour = moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        day = hour if hour.hour == 0 else hour.replace(hour=0) + timedelta(days=1)
+        self.hour, self.day = format_timestamp(hour)[:13], format_timestamp(day)[:10]
+        # The three parts' parameters, in the order the parts appear in counts() and latencies().
+        self.params = [*self._app_param, since, self.hour, *self._app_param, self.hour, self.day,
+                       *self._app_param, self.day]  # fmt: skip
+        self._raw, self._hours, self._days = (
+            " AND ".join(self._app + ["started_at >= ?", "started_at < ?"]),
+            " AND ".join(self._app + [f"grain = '{_HOUR}'", "bucket >= ?", "bucket < ?"]),
+            " AND ".join(self._app + [f"grain = '{_DAY}'", "bucket >= ?"]),
+        )
+
+    def counts(self) -> str:
+        """Rows of (model, provider, status, events, token sums, costs, cost_usd) whose sums are the window's."""
+        rollup = ("SELECT model, provider, status, events, prompt_tokens, completion_tokens, total_tokens, costs, "
+                  "cost_usd FROM rollup_counts WHERE ")  # fmt: skip
+        if self.since is None:
+            return rollup + " AND ".join(self._app + [f"grain = '{_DAY}'"])
+        raw = (f"SELECT {_LABELED}, 1 AS events, prompt_tokens, completion_tokens, total_tokens, "
+               f"cost_usd IS NOT NULL AS costs, cost_usd "
+               f"FROM app_events WHERE {self._raw}")  # fmt: skip
+        return f"{raw} UNION ALL {rollup}{self._hours} UNION ALL {rollup}{self._days}"
+
+    def latencies(self) -> str:
+        """Rows of (latency_ms, events) whose sums per latency are the window's histogram."""
+        rollup = "SELECT latency_ms, events FROM rollup_latency WHERE "
+        if self.since is None:
+            return rollup + " AND ".join(self._app + [f"grain = '{_ALL}'"])
+        return (f"SELECT latency_ms, 1 AS events FROM app_events WHERE {self._raw} AND latency_ms IS NOT NULL "
+                f"UNION ALL {rollup}{self._hours} UNION ALL {rollup}{self._days}")  # fmt: skip
+
+    def series(self, bucket_chars: int) -> Tuple[str, List[Any]]:
+        """Rows of (bucket, events, total_tokens) per ``bucket_chars`` prefix of ``started_at``, and their params.
+
+        Rollups serve buckets no finer than theirs: days from the daily ones,
+        hours from the hourly ones; minutes come from the events.
+        """
+        chars = int(bucket_chars)
+        raw = f"SELECT substr(started_at, 1, {chars}) AS bucket, 1 AS events, total_tokens FROM app_events WHERE "
+        if chars > _GRAIN_CHARS[_HOUR]:
+            if self.since is None:
+                return raw + " AND ".join(self._app + ["1"]), list(self._app_param)
+            return raw + " AND ".join(self._app + ["started_at >= ?"]), [*self._app_param, self.since]
+        grain = _DAY if chars <= _GRAIN_CHARS[_DAY] and self.since is None else _HOUR
+        rollup = (f"SELECT substr(bucket, 1, {chars}) AS bucket, events, total_tokens FROM rollup_counts "
+                  f"WHERE {' AND '.join(self._app + [f'grain = {grain!r}'])}")  # fmt: skip
+        if self.since is None:
+            return rollup, list(self._app_param)
+        return (f"{raw}{self._raw} UNION ALL {rollup} AND bucket >= ?",
+                [*self._app_param, self.since, self.hour, *self._app_param, self.hour])  # fmt: skip
+
+
+def _rollups(events: Sequence[Mapping[str, Any]], app: str) -> Tuple[List[tuple], List[tuple], List[tuple]]:
+    """The rollup rows (counts, latencies, sessions) that ``events`` add, one per key, summed in Python first."""
+    counts: Dict[tuple, List[Any]] = {}
+    latencies: Dict[tuple, int] = {}
+    sessions: Dict[str, List[Any]] = {}
+    for event in events:
+        started_at = event["started_at"]
+        get = event.get
+        model, provider, status = get("model"), get("provider"), get("status")
+        dimensions = (
+            "(unknown)" if model is None else model, "(unknown)" if provider is None else provider,
+            "(none)" if status is None else status,
+        )  # fmt: skip
+        prompt, completion, total, cost = get("prompt_tokens"), get("completion_tokens"), get("total_tokens"), get("cost_usd")
+        for grain in _COUNT_GRAINS:
+            key = (grain, started_at[: _GRAIN_CHARS[grain]], *dimensions)
+            sums = counts.get(key)
+            if sums is None:
+                sums = counts[key] = [0, 0, 0, 0, 0, 0.0]
+            sums[0] += 1
+            sums[1] += prompt or 0
+            sums[2] += completion or 0
+            sums[3] += total or 0
+            if cost is not None:
+                sums[4] += 1
+                sums[5] += cost
+        latency = get("latency_ms")
+        if latency is not None:
+            for grain in _LATENCY_GRAINS:
+                key = (grain, started_at[: _GRAIN_CHARS[grain]], latency)
+                latencies[key] = latencies.get(key, 0) + 1
+        session_id = get("session_id")
+        if session_id is not None:
+            session = sessions.get(session_id)
+            end_user = get("end_user_id")
+            if session is None:
+                sessions[session_id] = [1, started_at, started_at, total or 0, end_user]
+            else:
+                session[0] += 1
+                session[1] = min(session[1], started_at)
+                session[2] = max(session[2], started_at)
+                session[3] += total or 0
+                if end_user is not None and (session[4] is None or end_user > session[4]):
+                    session[4] = end_user
+    return ([(app, *key, *sums) for key, sums in counts.items()],
+            [(app, *key, n) for key, n in latencies.items()],
+            [(app, session_id, *values) for session_id, values in sessions.items()])  # fmt: skip
 
 
 def _percentiles(histogram: Sequence[Tuple[int, int]], wanted: Mapping[str, int]) -> Dict[str, Optional[int]]:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from promptwall_otel.backend import LocalBackend
+from promptwall_otel.backend.console import LOGIN_FAILURES_PER_MINUTE, LoginThrottle
 from promptwall_otel.backend.process import CONSOLE_PREFIX
 
 KEY = "pw_console_http_key"
@@ -77,3 +78,34 @@ def test_no_keys_configured_logs_in_without_a_key() -> None:
         session = login.headers["set-cookie"].split(";")[0].split("=", 1)[1]
         page = httpx.get(backend.url + "/traces/open-1", cookies={"pw_console": session})
         assert page.status_code == 200 and "open-1" in page.text
+
+
+def test_wrong_keys_are_throttled_per_address() -> None:
+    """Ten wrong keys a minute from one address; then 429 with Retry-After, even for the right key."""
+    with LocalBackend(api_keys=[f"shop={KEY}"]) as backend:
+        for attempt in range(LOGIN_FAILURES_PER_MINUTE):
+            assert _login(backend.url, f"guess-{attempt}").status_code == 401, attempt
+        refused = _login(backend.url, "guess-again")
+        assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
+        assert "try again" in refused.text and "guess-again" not in refused.text
+        assert _login(backend.url, KEY).status_code == 429, "the right key waits too: no oracle for a guesser"
+        # Another address (127.0.0.2 is loopback too) is not held up by this one's failures.
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as other:
+            reply = other.post(backend.url + "/login", data={"key": KEY, "next": "/billing"})
+        assert reply.status_code == 303
+
+
+def test_throttle_forgets_failures_after_a_minute_and_bounds_addresses() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(limit=3, window_s=60, max_addresses=2, clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.retry_after("a") is None
+        throttle.failed("a")
+        now[0] += 10
+    assert throttle.retry_after("a") == 30  # the first failure (t=1000) leaves the window at t=1060
+    now[0] = 1060.5
+    assert throttle.retry_after("a") is None
+    throttle.failed("b")
+    throttle.failed("c")
+    throttle.failed("d")
+    assert len(throttle._failures) == 2 and "b" not in throttle._failures
