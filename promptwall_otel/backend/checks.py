@@ -33,6 +33,7 @@ MAX_COST_USD = 1e12
 
 _COUNT_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "latency_ms")
 _JSON_FIELDS = ("metadata", "spans", "policy_hits")
+_TEXT_FIELDS = ("prompt", "answer")
 
 
 class NonFinite:
@@ -103,36 +104,45 @@ def _short(key: Any) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
+def _number_errors(key: str, value: Any) -> List[str]:
+    if key in _COUNT_FIELDS and abs(value) > MAX_COUNT:
+        return [f"{key} must be at most {MAX_COUNT}"]
+    if key == "cost_usd" and abs(value) > MAX_COST_USD:
+        return [f"cost_usd must be at most {MAX_COST_USD:.0e}"]
+    return []
+
+
 def storage_errors(event: Any, strict_json: bool = False) -> List[str]:
     """Reasons the store could not hold ``event`` faithfully; [] if it can. Run before ``validate_event``.
 
     ``strict_json``: the event came from orjson with no digit run of 19 or
     more (``server.parse_body``), so every string and key is valid Unicode,
-    every number finite and every integer below 10**18: only nesting and
-    sizes are left to check, and scalars need no walk.
+    every number finite and every integer below 10**18: only nesting,
+    sizes and ranges are left to check, and scalars need no walk.
     """
     if not isinstance(event, dict):
         return []
     errors: List[str] = []
     for key, value in event.items():
+        kind = type(value)
+        if strict_json and kind is not dict and kind is not list and key not in _JSON_FIELDS:
+            # Scalars: only the size and range rules can fail (cheap tests first, the rule's own after).
+            if kind is str:
+                if len(value) > MAX_TEXT_CHARS and key in _TEXT_FIELDS:
+                    errors.append(f"{key} exceeds {MAX_TEXT_CHARS} characters")
+            elif (kind is int or kind is float) and not -MAX_COST_USD <= value <= MAX_COST_USD:
+                errors.extend(_number_errors(key, value))
+            continue
         try:
             if not strict_json:
                 _walk(key, 0)
-                size = _walk(value, 0)
-            elif type(value) is dict or type(value) is list:
-                size = _walk(value, 0)
-            else:
-                size = 0  # scalars: only the rules below apply, and none of them reads this size
+            size = _walk(value, 0)
         except _Bad as bad:
             errors.append(f"{_short(key)}{''.join(reversed(bad.path))} {bad.reason}")
             continue
-        if key in _COUNT_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and abs(value) > MAX_COUNT:  # fmt: skip
-            errors.append(f"{key} must be at most {MAX_COUNT}")
-        elif key == "cost_usd" and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and abs(value) > MAX_COST_USD:  # fmt: skip
-            errors.append(f"cost_usd must be at most {MAX_COST_USD:.0e}")
-        elif key in ("prompt", "answer") and isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            errors.extend(_number_errors(key, value))
+        elif key in _TEXT_FIELDS and isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
             errors.append(f"{key} exceeds {MAX_TEXT_CHARS} characters")
         elif key in _JSON_FIELDS and size > MAX_JSON_BYTES:
             errors.append(f"{key} exceeds {MAX_JSON_BYTES} bytes")

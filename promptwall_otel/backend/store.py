@@ -35,6 +35,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import orjson
@@ -146,13 +147,15 @@ _REBUILD = [
        FROM app_events WHERE session_id IS NOT NULL GROUP BY app, session_id""",
 ]
 
-_INSERT = (
-    "INSERT INTO app_events (app, request_id, received_at, "
-    + ", ".join(_SCALAR_COLUMNS + _JSON_COLUMNS)
-    + ") VALUES ("
-    + ", ".join("?" * (3 + len(_SCALAR_COLUMNS) + len(_JSON_COLUMNS)))
-    + ")"
-)
+_STORED_COLUMNS = frozenset(_SCALAR_COLUMNS + _JSON_COLUMNS)
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(columns: Tuple[str, ...]) -> str:
+    """The INSERT of one set of present columns. Absent ones are left out rather than bound as NULL: the
+    sqlite3 module looks each None up as a possible adapter (two failed attribute lookups)."""
+    return (f"INSERT INTO app_events (app, request_id, received_at, {', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * (3 + len(columns)))})")  # fmt: skip
 
 
 class BadCursor(ValueError):
@@ -235,11 +238,13 @@ class EventStore:
                         seen.add(request_id)
                         new.append(event)
                 if new:
-                    self._conn.executemany(_INSERT, [
-                        (app, event["request_id"], received_at, *map(event.get, _SCALAR_COLUMNS),
-                         *(_dump(event.get(name)) for name in _JSON_COLUMNS))
-                        for event in new
-                    ])  # fmt: skip
+                    by_columns: Dict[Tuple[str, ...], List[tuple]] = {}
+                    for event in new:  # an exporter's batch has one or two column sets
+                        columns = tuple(name for name in event if name in _STORED_COLUMNS)
+                        values = tuple(_dump(event[name]) if name in _JSON_COLUMNS else event[name] for name in columns)
+                        by_columns.setdefault(columns, []).append((app, event["request_id"], received_at, *values))
+                    for columns, rows in by_columns.items():
+                        self._conn.executemany(_insert_sql(columns), rows)
                     counts, latencies, sessions = _rollups(new, app)
                     self._conn.executemany(_UPSERT_COUNTS, counts)
                     self._conn.executemany(_UPSERT_LATENCY, latencies)
