@@ -179,7 +179,10 @@ class PromptWallSpanExporter(SpanExporter):
     def _map(self, spans: Sequence[ReadableSpan], emit: Callable[..., None]) -> List[Tuple[Dict[str, Any], Optional[str]]]:
         """Records for these spans, each with the one outlet it is for (None: every outlet); some go to ``emit``
         early. With grouping off, a run is its calls for PromptWall and one run record for Promptetheus."""
-        views = [from_readable_span(span) for span in spans if is_genai_span(span)]
+        if self._runs is None:
+            views = [from_readable_span(span) for span in spans if is_genai_span(span)]
+        else:  # a span that opened a run goes to the assembler even if it never became GenAI
+            views = [from_readable_span(span) for span in spans if is_genai_span(span) or self._opened_run(span)]
         if not views:
             return []
         if self._runs is None:
@@ -213,6 +216,10 @@ class PromptWallSpanExporter(SpanExporter):
                                           inherited_for=self.contexts.pop_for, emit=emit)  # fmt: skip
         finally:
             self._forget_contexts(views)
+
+    def _opened_run(self, span: ReadableSpan) -> bool:
+        entry = self.contexts.get(span.context.span_id)
+        return entry is not None and entry.run_span_id == span.context.span_id
 
     def _run_of(self, view: SpanView) -> Optional[int]:
         """The run the processor saw this span start in (``Inherited.run_span_id``), without consuming the entry."""

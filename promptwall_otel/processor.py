@@ -226,9 +226,15 @@ class PromptWallSpanProcessor(SpanProcessor):
         run_id = span.context.span_id
         return base._replace(run_span_id=run_id) if base is not None else Inherited(run_span_id=run_id)
 
+    def _ends_run(self, span: ReadableSpan) -> bool:
+        """This span opened a run (grouping on) though it ended without GenAI attributes: it must still go
+        to the exporter, which closes the run with it instead of holding its spans until the time bound."""
+        entry = self._inherited.get(span.context.span_id)
+        return entry is not None and entry.run_span_id == span.context.span_id
+
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            if not _is_genai(span):
+            if not _is_genai(span) and not (self._group_runs and self._ends_run(span)):
                 if self._inherited:  # usually empty: nothing inherited anywhere
                     self._contexts.discard(span.context.span_id)
                 if self._open_traces:

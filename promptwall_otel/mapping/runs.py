@@ -49,7 +49,9 @@ __all__ = ["Released", "Run", "RunAssembler", "RunOf", "Step", "root_conversatio
            "run_request_id", "starts_run", "step_kind", "step_name"]
 
 # Span names that open a run even when the producer sets its attributes only at the end
-# (opentelemetry-util-genai starts ``invoke_agent`` / ``invoke_workflow {name}`` spans bare).
+# (opentelemetry-util-genai starts ``invoke_agent`` / ``invoke_workflow {name}`` spans bare):
+# the operation alone, or followed by a space and a name, as the conventions name spans.
+_RUN_OPERATION_NAMES = frozenset({"invoke_agent", "invoke_workflow"})
 _RUN_NAMES = ("invoke_agent", "invoke_workflow")
 _RUN_KEYS = frozenset({semconv.OPERATION, openinference.SPAN_KIND, openllmetry.SPAN_KIND, vercel.OPERATION_ID})
 _RUN_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow"})
@@ -87,7 +89,7 @@ _STATUS_RANK = {"blocked": 3, "rewritten": 2, "regenerated": 1}
 
 def starts_run(name: str, attributes: Optional[Mapping[str, Any]]) -> bool:
     """Whether a span opens a run, judged at its start (cheap: a few lookups, for the application thread)."""
-    if name.startswith(_RUN_NAMES):
+    if name.startswith(_RUN_NAMES) and name.partition(" ")[0] in _RUN_OPERATION_NAMES:
         return True
     if not attributes or _RUN_KEYS.isdisjoint(attributes):  # most spans: one test
         return False

@@ -235,6 +235,21 @@ def test_a_run_still_open_at_shutdown_goes_out_as_ordinary_events(two_apps: Loca
     assert not any(r["request_id"].startswith("run-") for r in records)
 
 
+def test_a_run_whose_span_never_became_genai_still_closes(two_apps: LocalBackend, tmp_path: Path) -> None:
+    """Opened bare as util-genai does, ended without the attributes it would have set (a framework that
+    failed before): the run is still one event when it ends, not held until the time bound."""
+
+    def scenario(tracer: Any) -> None:
+        with tracer.start_as_current_span("invoke_agent"):
+            chat(tracer, (10, 5))
+            with tool(tracer, "t"):
+                pass
+
+    (run,) = through_processor(two_apps, tmp_path, scenario, max_run_seconds=3600)
+    assert run["request_id"].startswith("run-") and run["total_tokens"] == 15
+    assert [s["stage_name"] for s in run["spans"]] == ["llm:gpt-4o-mini", "tool:t"]
+
+
 # --- the pure pieces --------------------------------------------------------------------------
 
 
@@ -318,6 +333,7 @@ def test_what_opens_a_run_and_what_is_a_step() -> None:
     assert starts_run("agent", {"openinference.span.kind": "AGENT"}) and starts_run("c", {"openinference.span.kind": "CHAIN"})
     assert starts_run("w", {"traceloop.span.kind": "workflow"}) and starts_run("ai.generateText", {"ai.operationId": "ai.generateText"})
     assert not starts_run("chat gpt-4o", {"gen_ai.operation.name": "chat"})
+    assert not starts_run("invoke_agents_handler", {}) and not starts_run("invoke_workflowish x", None)
     assert not starts_run("t", {"openinference.span.kind": "TOOL"}) and not starts_run("GET /", {"http.method": "GET"})
 
     def kind(name: str, attrs: Dict[str, Any]) -> Optional[str]:
