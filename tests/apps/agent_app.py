@@ -1,6 +1,7 @@
 """A small agent app for end-to-end tests, run in its own process.
 
     python tests/apps/agent_app.py RUNS
+    opentelemetry-instrument python tests/apps/agent_app.py RUNS zero
 
 An agent loop written the way frameworks built on opentelemetry-util-genai
 write theirs: ``invoke_agent`` and ``execute_tool`` spans from util-genai's
@@ -12,7 +13,8 @@ asks for a tool, the tool, a chat that answers; then one chat outside any
 run. PromptWall is configured from the environment
 (``PROMPTWALL_GROUP_AGENT_RUNS`` decides the mode; ``AGENT_APP_SAMPLE_RATIO``
 wraps a trace-id ratio sampler in ``GenAIRecordingSampler``). Prints one JSON line: the
-client's view of each call (ids and usage).
+client's view of each call (ids and usage). ``zero`` sets nothing up:
+opentelemetry-instrument does (``OTEL_TRACES_EXPORTER=promptwall``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "paramet
     "type": "object", "properties": {"city": {"type": "string"}}}}}  # fmt: skip
 
 
-def main(runs: int) -> None:
+def main(runs: int, zero: bool = False) -> None:
     from openinference.instrumentation.openai import OpenAIInstrumentor as OpenInferenceInstrumentor
     from opentelemetry.instrumentation.openai import OpenAIInstrumentor as OpenLLMetryInstrumentor
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
@@ -41,14 +43,17 @@ def main(runs: int) -> None:
 
     import promptwall_otel
 
-    ratio = os.environ.get("AGENT_APP_SAMPLE_RATIO")  # e.g. 0: nothing sampled, every GenAI span only recorded
-    sampler = promptwall_otel.GenAIRecordingSampler(TraceIdRatioBased(float(ratio))) if ratio else None
-    provider = TracerProvider(resource=Resource.create({"service.name": "agent-app", "service.version": "1.0"}),
-                              sampler=sampler)  # fmt: skip
-    trace.set_tracer_provider(provider)
-    promptwall_otel.configure(schedule_delay_millis=200)
-    for instrumentor in (OpenAIInstrumentor(), OpenInferenceInstrumentor(), OpenLLMetryInstrumentor()):
-        instrumentor.instrument()
+    if zero:
+        provider = trace.get_tracer_provider()
+    else:
+        ratio = os.environ.get("AGENT_APP_SAMPLE_RATIO")  # e.g. 0: nothing sampled, every GenAI span only recorded
+        sampler = promptwall_otel.GenAIRecordingSampler(TraceIdRatioBased(float(ratio))) if ratio else None
+        provider = TracerProvider(resource=Resource.create({"service.name": "agent-app", "service.version": "1.0"}),
+                                  sampler=sampler)  # fmt: skip
+        trace.set_tracer_provider(provider)
+        promptwall_otel.configure(schedule_delay_millis=200)
+        for instrumentor in (OpenAIInstrumentor(), OpenInferenceInstrumentor(), OpenLLMetryInstrumentor()):
+            instrumentor.instrument()
     handler = TelemetryHandler(tracer_provider=provider)
     client = openai.OpenAI(max_retries=0)
     seen = []
@@ -80,4 +85,4 @@ def main(runs: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), sys.argv[2:] == ["zero"])

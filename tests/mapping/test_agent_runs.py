@@ -37,12 +37,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PER_RUN = "pw_runs_grouped"
 PER_CALL = "pw_runs_calls"
 SAMPLED_OUT = "pw_runs_sampled_out"
+ZERO_CODE = "pw_runs_zero_code"
 
 
 @pytest.fixture(scope="module")
 def two_apps() -> Iterator[LocalBackend]:
     """One real backend with two Apps: one per mode, so each App's billing is one mode's."""
-    with LocalBackend(api_keys=[PER_RUN, PER_CALL, SAMPLED_OUT]) as running:
+    with LocalBackend(api_keys=[PER_RUN, PER_CALL, SAMPLED_OUT, ZERO_CODE]) as running:
         yield running
 
 
@@ -57,14 +58,16 @@ def billing(backend: LocalBackend, key: str) -> Dict[str, Any]:
     return httpx.get(backend.url + "/api/console/billing", headers={"X-API-Key": key}).json()
 
 
-def run_agent_app(backend: LocalBackend, llm: str, key: str, group: bool, tmp_path: Path,
+def run_agent_app(backend: LocalBackend, llm: str, key: str, group: bool, tmp_path: Path, zero: bool = False,
                   **extra: str) -> List[Dict[str, Any]]:  # fmt: skip
     env = dict(os.environ, **extra, PYTHONPATH=str(ROOT), PROMPTWALL_API_KEY=key, PROMPTWALL_BASE_URL=backend.url,
                PROMPTWALL_SPOOL_DIR=str(tmp_path / key), OPENAI_BASE_URL=llm + "/v1", OPENAI_API_KEY="sk-fake",
                OTEL_METRICS_EXPORTER="none", PROMPTWALL_GROUP_AGENT_RUNS=str(group).lower(),
                RUN_MARKER=uuid.uuid4().hex)  # fmt: skip
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "apps" / "agent_app.py"), "2"], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    command = [sys.executable, str(ROOT / "tests" / "apps" / "agent_app.py"), "2"]
+    if zero:
+        command = [str(Path(sys.executable).parent / "opentelemetry-instrument"), *command, "zero"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -124,6 +127,20 @@ def test_runs_are_grouped_and_billed_when_no_trace_is_sampled(two_apps: LocalBac
     assert bill["prompt_tokens"] == sum(c["prompt_tokens"] for c in seen)
     assert bill["completion_tokens"] == sum(c["completion_tokens"] for c in seen)
     stored = events(two_apps, SAMPLED_OUT)
+    runs = [e for e in stored if e["request_id"].startswith("run-")]
+    assert len(stored) == 3 and len(runs) == 2
+    assert all([s["stage_name"].split(":")[0] for s in run["spans"]] == ["llm", "tool", "llm"] for run in runs)
+
+
+def test_zero_code_groups_runs_too(two_apps: LocalBackend, fake_llm: str, tmp_path: Path) -> None:
+    """opentelemetry-instrument with OTEL_TRACES_EXPORTER=promptwall and PROMPTWALL_GROUP_AGENT_RUNS=true:
+    every installed OpenAI instrumentation on, the same two runs and one call, billed as the provider said."""
+    seen = run_agent_app(two_apps, fake_llm, ZERO_CODE, True, tmp_path, zero=True, OTEL_TRACES_EXPORTER="promptwall",
+                         OTEL_LOGS_EXPORTER="promptwall", OTEL_BSP_SCHEDULE_DELAY="200")  # fmt: skip
+    bill = billing(two_apps, ZERO_CODE)
+    assert bill["prompt_tokens"] == sum(c["prompt_tokens"] for c in seen)
+    assert bill["completion_tokens"] == sum(c["completion_tokens"] for c in seen)
+    stored = events(two_apps, ZERO_CODE)
     runs = [e for e in stored if e["request_id"].startswith("run-")]
     assert len(stored) == 3 and len(runs) == 2
     assert all([s["stage_name"].split(":")[0] for s in run["spans"]] == ["llm", "tool", "llm"] for run in runs)
