@@ -9,6 +9,12 @@ worker, spool and dead letters as in-process. Everything held here is a
 short-lived, bounded cache: replicas share nothing, the deterministic
 ``request_id`` makes a record that two replicas send stored once.
 
+A request that completes traces (the usual case: a call that is its own
+trace, with its content on the span) maps and forwards them on its own
+thread before it is answered; only spans that must wait go to the flusher.
+The work a request causes is in proportion to what it brought, with no
+hand-off between threads on the common path.
+
 Backpressure comes before the answer: :meth:`ReceiverCore.admit` refuses a
 request (503 / UNAVAILABLE, which collectors retry) while spans wait at their
 bound or the tenant's worker cannot take more without only spooling it, and
@@ -46,7 +52,9 @@ logger = logging.getLogger("promptwall_otel.receiver")
 
 _LAST_CONTENT_EVENTS = frozenset({CHOICE_EVENT, DETAILS_EVENT})
 _KEY_FILE = "tenant.key"
-_SPANS_PER_TICK = 2000  # a few MB of records: well under the forwarding buffer's high-water mark
+_INHERITED_RANK = {attribute: rank for rank, attribute in enumerate(INHERITED_KEYS)}
+_NOTHING_INHERITED = Inherited()
+_SPANS_PER_TICK = 500  # one request to the backend, ~2 MB of records with content: under the high-water mark (4 MiB)
 
 
 class Overloaded(Exception):
@@ -186,10 +194,15 @@ class ReceiverCore:
                              retry_after_s=1)
 
     def accept_spans(self, views: Sequence[SpanView], tenant: str) -> None:
-        """Queue GenAI spans for mapping; raises :class:`Overloaded` if the buffers are full."""
+        """Take spans; map and forward, on the caller's thread, the traces they complete; queue the rest.
+
+        Raises :class:`Overloaded` if the buffers are full.
+        """
         now = time.monotonic()
         self.admit(tenant)
         with self._lock:
+            changed = self._changed
+            touched: List[Tuple[str, int]] = []
             self.counters["spans_received"] += len(views)
             if tenant not in self._workers:
                 self._worker(tenant)
@@ -197,8 +210,9 @@ class ReceiverCore:
                 self._remember_lineage(tenant, view)
                 trace_key = (tenant, view.trace_id)
                 members = self._traces.get(trace_key)
-                if members is not None:
-                    self._changed.add(trace_key)  # perhaps an ancestor its waiting spans inherit from
+                if members is not None and trace_key not in changed:
+                    changed.add(trace_key)  # perhaps an ancestor its waiting spans inherit from
+                    touched.append(trace_key)
                 span_class = classify(view).span_class
                 if span_class not in (SpanClass.INFERENCE, SpanClass.AGGREGATE):
                     continue
@@ -215,12 +229,17 @@ class ReceiverCore:
                     members = self._traces[trace_key] = []
                     self._deadlines.append((now + self.correlation_wait_s, trace_key, members))
                 members.append(key)
-                if complete:
-                    self._changed.add(trace_key)
+                if complete and trace_key not in changed:
+                    changed.add(trace_key)
+                    touched.append(trace_key)
+            ready = self._release(touched, tenant)
+        self._forward_now(ready)
 
     def accept_logs(self, logs: Sequence[LogView], tenant: str) -> None:
+        """Keep content logs for their spans; map and forward the traces they complete, on the caller's thread."""
         self.admit(tenant)
         with self._lock:
+            touched: List[Tuple[str, int]] = []
             self.counters["logs_received"] += len(logs)
             for log in logs:
                 if log.event_name not in JOINED_LOG_EVENTS:
@@ -243,7 +262,12 @@ class ReceiverCore:
                 pending = self._pending.get(key)
                 if pending is not None and log.event_name in _LAST_CONTENT_EVENTS:
                     pending.complete = True
-                    self._changed.add((tenant, pending.view.trace_id))
+                    trace_key = (tenant, pending.view.trace_id)
+                    if trace_key not in self._changed:
+                        self._changed.add(trace_key)
+                        touched.append(trace_key)
+            ready = self._release(touched, tenant)
+        self._forward_now(ready)
 
     def _evaluates_a_forwarded_call(self, tenant: str, log: LogView) -> bool:
         if (tenant, log.span_id) in self._pending:
@@ -263,10 +287,12 @@ class ReceiverCore:
             spans = self._lineage[key] = {}
         own = None
         attrs = view.attributes
-        if attrs and not INHERITED_KEY_SET.isdisjoint(attrs.keys()):
+        present = INHERITED_KEY_SET.intersection(attrs) if attrs else None
+        if present:
             found: Dict[str, str] = {}
-            for attribute, field in INHERITED_KEYS.items():
-                value = attrs.get(attribute)
+            for attribute in sorted(present, key=_INHERITED_RANK.__getitem__):  # a few keys, in priority order
+                value = attrs[attribute]
+                field = INHERITED_KEYS[attribute]
                 if value not in (None, "") and field not in found:
                     found[field] = str(value)
             own = Inherited(**found)
@@ -275,9 +301,11 @@ class ReceiverCore:
 
     def _inherited(self, tenant: str, view: SpanView) -> Tuple[Inherited, bool]:
         """What the span inherits from the ancestors seen so far; and whether the chain reaches its root."""
+        parent = view.parent_span_id
+        if parent is None:
+            return _NOTHING_INHERITED, True
         spans = self._lineage.get((tenant, view.trace_id), {})
         merged: Dict[str, Any] = {}
-        parent = view.parent_span_id
         depth = 0
         while parent is not None and depth < 64:
             entry = spans.get(parent)
@@ -303,15 +331,14 @@ class ReceiverCore:
         releasing part of a trace keeps spans in the order they ended, which the
         ledger's billing rules rely on (children end before their parents).
         """
-        ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]] = {}
         with self._lock:
-            due: List[Tuple[str, int]] = []
+            due: Dict[Tuple[str, int], None] = {}  # ordered, and a membership test that does not scan
             spans = 0
             for key in [key for key in self._overdue if key[0] not in held]:
                 if spans >= budget:
                     break
                 spans += len(self._overdue.pop(key))
-                due.append(key)
+                due[key] = None
             deadlines = self._deadlines
             while deadlines and deadlines[0][0] <= now and spans < budget:
                 _, trace_key, members = deadlines.popleft()
@@ -320,7 +347,7 @@ class ReceiverCore:
                 if trace_key[0] in held:
                     self._overdue[trace_key] = members
                 else:
-                    due.append(trace_key)
+                    due[trace_key] = None
                     spans += len(members)
             for trace_key in list(self._changed):
                 if spans >= budget:
@@ -331,16 +358,44 @@ class ReceiverCore:
                 members = self._traces.get(trace_key)
                 if members is None or trace_key in self._overdue or trace_key in due:
                     continue
-                waiting = [self._pending[key] for key in members]
-                if all(p.complete for p in waiting) and all(self._inherited(p.tenant, p.view)[1] for p in waiting):
-                    due.append(trace_key)
+                if self._complete(members):
+                    due[trace_key] = None
                     spans += len(members)
-            for trace_key in due:
-                for key in self._traces.pop(trace_key, ()):
-                    pending = self._pending.pop(key)
-                    inherited, _ = self._inherited(pending.tenant, pending.view)
-                    ready.setdefault(pending.tenant, []).append((pending.view, self._content.pop(key, []), inherited))
+            return self._take(due)
+
+    def _complete(self, members: List[Tuple[str, int]]) -> bool:
+        """Every waiting span of the trace has its content and its ancestors up to the root (lock held)."""
+        waiting = [self._pending[key] for key in members]
+        return all(p.complete for p in waiting) and all(self._inherited(p.tenant, p.view)[1] for p in waiting)
+
+    def _take(self, due: Dict[Tuple[str, int], None]) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:
+        """Remove the ``due`` traces' spans from the waiting set, with their logs and inheritance (lock held)."""
+        ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]] = {}
+        for trace_key in due:
+            for key in self._traces.pop(trace_key, ()):
+                pending = self._pending.pop(key)
+                inherited, _ = self._inherited(pending.tenant, pending.view)
+                ready.setdefault(pending.tenant, []).append((pending.view, self._content.pop(key, []), inherited))
         return ready
+
+    def _release(self, touched: List[Tuple[str, int]], tenant: str) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:
+        """The traces among ``touched`` (this request's) that are complete now, taken out to be mapped by the
+        caller at once (lock held): no hand-off to the flusher, and the work a request causes is in proportion
+        to what it brought. Nothing, if the tenant's forwarding is behind: the flusher holds its spans back."""
+        if not touched:
+            return {}
+        worker = self._workers.get(tenant)
+        if worker is None or worker.pressure(self.max_buffer_bytes // 4):
+            return {}
+        due: Dict[Tuple[str, int], None] = {}
+        for trace_key in touched:
+            members = self._traces.get(trace_key)
+            if members is None or trace_key in self._overdue:
+                continue
+            if self._complete(members):
+                self._changed.discard(trace_key)
+                due[trace_key] = None
+        return self._take(due)
 
     def _release_all(self) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:
         with self._lock:
@@ -382,13 +437,27 @@ class ReceiverCore:
                 with self._lock:
                     worker = self._worker(tenant)
                 worker.offer(self._encoder.many(follow_ups))
+        self._forward(ready)
+        return sum(len(items) for items in ready.values()) >= _SPANS_PER_TICK
+
+    def _forward_now(self, ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]) -> None:
+        """:meth:`_forward` on a request's thread: the spans were taken, so nothing may escape to the caller."""
+        if not ready:
+            return
+        try:
+            self._forward(ready)
+        except Exception:  # the mapping is isolated per span already; this is the encoder or the worker
+            self._log.log(logging.ERROR, "flush", "receiver: forwarding failed", exc_info=True)
+
+    def _forward(self, ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]) -> None:
+        """Map released spans, tenant by tenant, and hand the records to the tenants' senders."""
         for tenant, items in ready.items():
             # Spans in the order they ended: children before parents, as the ledger expects.
             items.sort(key=lambda item: item[0].end_ns)
             views = [view for view, _, _ in items]
             logs = {view.span_id: found for view, found, _ in items}
             inherited = {view.span_id: value for view, _, value in items}
-            ledger = self._ledgers.setdefault(tenant, TraceLedger())
+            ledger = self._ledgers.get(tenant) or self._ledgers.setdefault(tenant, TraceLedger())
             records: List[Dict[str, Any]] = []
 
             def run(group: Sequence[SpanView]) -> None:
@@ -405,7 +474,6 @@ class ReceiverCore:
                 with self._lock:
                     worker = self._worker(tenant)
                 worker.offer(self._encoder.many(records))
-        return sum(len(items) for items in ready.values()) >= _SPANS_PER_TICK
 
     def snapshot(self) -> Dict[str, int]:
         with self._lock:

@@ -188,7 +188,19 @@ def _attributes(pairs: Any, sequence: Callable[[Any], Any] = tuple) -> Dict[str,
     result: Dict[str, Any] = {}
     kv: KeyValue
     for kv in pairs:
-        result[kv.key] = _value(kv.value, sequence)
+        # Most values are strings and numbers: read them here, without a call per attribute (the
+        # upb accessors are most of the decoding cost).
+        value = kv.value
+        which = value.WhichOneof("value")
+        if which == "string_value":
+            text: str = value.string_value
+            result[kv.key] = text if len(text) <= MAX_STRING_CHARS else text[:MAX_STRING_CHARS]
+        elif which == "int_value":
+            result[kv.key] = value.int_value
+        elif which == "double_value":
+            result[kv.key] = value.double_value
+        else:
+            result[kv.key] = _value(value, sequence)
     return result
 
 
