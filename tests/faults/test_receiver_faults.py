@@ -52,7 +52,9 @@ class ReceiverProcess:
 
 
 def spooled_records(spool: Path) -> int:
-    return sum(int(p.name.rsplit("-n", 1)[1].split(".")[0]) for p in spool.glob("*/*.jsonl.gz*"))
+    """Records in finished spool files (a ``.….tmp`` file being written is not in the spool yet)."""
+    return sum(int(p.name.rsplit("-n", 1)[1].split(".")[0]) for p in spool.glob("*/*.jsonl.gz*")
+               if not p.name.startswith("."))  # fmt: skip
 
 
 def post(client: httpx.Client, url: str, data: bytes) -> httpx.Response:

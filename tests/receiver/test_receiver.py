@@ -331,3 +331,26 @@ def test_a_span_the_mapping_cannot_handle_costs_only_its_own_record(behind: Loca
         assert receiver.core.stats.snapshot()["dropped"] == 1
     assert sorted(e["metadata"]["gen_ai"]["response_id"] for e in events) == [
         "chatcmpl-cannot-map-0000", "chatcmpl-cannot-map-0001", "chatcmpl-cannot-map-0003"]
+
+
+def test_forwarding_compression_is_off_only_on_this_machine() -> None:
+    from promptwall_otel.receiver.core import forwarding_compression
+
+    for endpoint in ("http://127.0.0.1:4000/v1/events", "http://[::1]:4000/v1/events", "http://localhost/v1/events",
+                     "http://127.9.9.9/v1/events"):  # fmt: skip
+        assert forwarding_compression(endpoint) == "none", endpoint
+    for endpoint in ("https://api.promptwall.example/v1/events", "http://10.0.0.5:4000/v1/events",
+                     "http://[2001:db8::1]/v1/events", "http://localhost.example.com/v1/events"):  # fmt: skip
+        assert forwarding_compression(endpoint) == "gzip", endpoint
+    assert forwarding_compression("http://127.0.0.1/v1/events", "gzip") == "gzip"
+    assert forwarding_compression("https://api.promptwall.example/v1/events", "none") == "none"
+
+
+@pytest.mark.parametrize("compression, sent_as", [("auto", "none"), ("gzip", "gzip")])
+def test_events_arrive_with_and_without_gzip(behind: LocalBackend, tmp_path: Path, compression: str, sent_as: str) -> None:
+    with Receiver(behind.url, "127.0.0.1:0", None, correlation_wait_s=0.2, spool_root=str(tmp_path),
+                  compression=compression) as receiver:  # fmt: skip
+        assert receiver.core.compression == sent_as
+        assert otlp_post(receiver.http_url + "/v1/traces", chat_request(f"chatcmpl-sent-{compression}-01")).status_code == 200
+        (event,) = wait_for(behind.url, 1)
+    assert event["metadata"]["gen_ai"]["response_id"] == f"chatcmpl-sent-{compression}-01" and event["total_tokens"] == 5
