@@ -386,32 +386,19 @@ def run_event(
     for name in ("usage", "usage_source", "cost_source", "billed_in"):
         gen_ai.pop(name, None)
 
-    # Billing: the sum of what the ledger made of the calls, exactly once.
-    totals: Dict[str, int] = {}
-    cost = 0.0
-    costed = False
-    usage: Dict[str, int] = {}
-    billed: List[Dict[str, Any]] = [r for r in call_records if r["request_id"] != (root_record or {}).get("request_id")]
-    own = next((r for r in call_records if root_record and r["request_id"] == root_record["request_id"]), None)
-    for record in billed + ([own] if own else []):
-        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            if name in record:
-                totals[name] = totals.get(name, 0) + record[name]
-        if "cost_usd" in record:
-            cost += record["cost_usd"]
-            costed = True
-        for name, value in record.get("metadata", {}).get("gen_ai", {}).get("usage", {}).items():
-            if name.endswith("_tokens") and name != "reported_total_tokens" and isinstance(value, int):
-                usage[name] = usage.get(name, 0) + value
+    # Billing: the sum of what the ledger made of the run's spans, exactly once. That includes the root's
+    # own (aggregate) record when the ledger billed it (no call beneath had usage); it is not a call.
+    totals, cost, usage = _summed(call_records)
+    root_id = root_record["request_id"] if root_record else None
+    calls = [r for r in call_records if r["request_id"] != root_id]
     event.update(totals)
-    if costed:
+    if cost is not None:
         event["cost_usd"] = round(cost, 10)
     if usage:
         gen_ai["usage"] = usage
     gen_ai["usage_source"] = "run"
 
     # What the run was: prompt, answer, model, status, from the root or else its calls.
-    calls = [r for r in billed if r.get("metadata", {}).get("gen_ai", {}).get("operation") is not None]
     llm = [r for r in (*calls, *billed_elsewhere) if "model" in r]
     llm.sort(key=lambda r: r.get("started_at", ""))
     if llm:
@@ -453,34 +440,58 @@ def run_event(
     if event.get("status") not in STATUSES:
         event["status"] = "ok"
 
-    # spans[]: one stage per step, in start order, at most max_run_steps. A call seen by two
-    # instrumentations is one record, so it is one stage (its other spans are listed in it).
-    by_span = _call_records([*call_records, *billed_elsewhere])
-    elsewhere = {r["request_id"] for r in billed_elsewhere}
-    stages: List[Dict[str, Any]] = []
-    steps = []
-    for step in run.steps():
-        record = by_span.get(step.view.span_id)
-        if record is None or record["metadata"]["otel"]["span_id"] == f"{step.view.span_id:016x}":
-            steps.append((step, record))
-    counts: Dict[str, int] = {}
-    for step, record in steps:
-        counts[step.kind] = counts.get(step.kind, 0) + 1
-        if len(stages) < options.max_run_steps:
-            stage = _stage(step, record, options)
-            if record is not None and record["request_id"] in elsewhere:
-                stage["metadata"]["billed_in"] = record["request_id"]  # its first copy left alone
-            stages.append(stage)
+    stages, counts, steps = _stages(run, call_records, billed_elsewhere, options)
     event["spans"] = stages
-    summary: Dict[str, Any] = {"steps": len(steps), "by_kind": counts, "call_records": len(billed)}
-    if len(steps) > len(stages):
-        summary["steps_omitted"] = len(steps) - len(stages)
+    summary: Dict[str, Any] = {"steps": steps, "by_kind": counts, "call_records": len(calls)}
+    if steps > len(stages):
+        summary["steps_omitted"] = steps - len(stages)
     if billed_elsewhere:
         summary["billed_elsewhere"] = sorted({r["request_id"] for r in billed_elsewhere})[:64]
     gen_ai["run"] = summary
     metadata["gen_ai"] = gen_ai
     event["metadata"] = metadata
     return event
+
+
+def _summed(records: Sequence[Dict[str, Any]]) -> Tuple[Dict[str, int], Optional[float], Dict[str, int]]:
+    """The records' token counts, cost (None if none had one) and usage details, added up."""
+    totals: Dict[str, int] = {}
+    cost: Optional[float] = None
+    usage: Dict[str, int] = {}
+    for record in records:
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            if name in record:
+                totals[name] = totals.get(name, 0) + record[name]
+        if "cost_usd" in record:
+            cost = (cost or 0.0) + record["cost_usd"]
+        for name, value in record.get("metadata", {}).get("gen_ai", {}).get("usage", {}).items():
+            if name.endswith("_tokens") and name != "reported_total_tokens" and isinstance(value, int):
+                usage[name] = usage.get(name, 0) + value
+    return totals, cost, usage
+
+
+def _stages(run: Run, call_records: Sequence[Dict[str, Any]], billed_elsewhere: Sequence[Dict[str, Any]],
+            options: MappingOptions) -> Tuple[List[Dict[str, Any]], Dict[str, int], int]:  # fmt: skip
+    """``spans[]`` (one stage per step, in start order, at most ``max_run_steps``), the steps per kind, and
+    how many steps there were. A call seen by two instrumentations is one record, so one stage (its other
+    spans are listed in it)."""
+    by_span = _call_records([*call_records, *billed_elsewhere])
+    elsewhere = {r["request_id"] for r in billed_elsewhere}
+    stages: List[Dict[str, Any]] = []
+    counts: Dict[str, int] = {}
+    steps = 0
+    for step in run.steps():
+        record = by_span.get(step.view.span_id)
+        if record is not None and record["metadata"]["otel"]["span_id"] != f"{step.view.span_id:016x}":
+            continue  # another span of the same call
+        steps += 1
+        counts[step.kind] = counts.get(step.kind, 0) + 1
+        if len(stages) < options.max_run_steps:
+            stage = _stage(step, record, options)
+            if record is not None and record["request_id"] in elsewhere:
+                stage["metadata"]["billed_in"] = record["request_id"]  # its first copy left alone
+            stages.append(stage)
+    return stages, counts, steps
 
 
 def root_conversation(view: SpanView, options: MappingOptions) -> Optional[Tuple[Optional[str], Optional[str]]]:
