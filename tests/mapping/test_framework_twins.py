@@ -161,7 +161,7 @@ def test_live_langchain_app_bills_each_call_once(backend: LocalBackend, fake_llm
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     calls = json.loads(done.stdout)["calls"]
-    records = [r for r in stored_events(backend.url, key) if r["integration_id"].startswith("otel:framework-app")]
+    records = [r for r in stored_events(backend.url, key) if r.get("integration_id", "").startswith("otel:framework-app")]
     assert sorted(r["prompt"] for r in records) == sorted(call["prompt"] for call in calls)
     assert sum(r.get("total_tokens", 0) for r in records) == sum(c["usage"]["total_tokens"] for c in calls if "usage" in c)
     assert [r["status"] for r in records if r["prompt"] == "Fail"] == ["error"]
