@@ -183,12 +183,11 @@ class Run(NamedTuple):
 
 
 class _Held:
-    __slots__ = ("since", "views", "has_calls")
+    __slots__ = ("since", "views")
 
     def __init__(self, now: float) -> None:
         self.since = now
         self.views: List[SpanView] = []
-        self.has_calls = False
 
 
 RunOf = Callable[[SpanView], Optional[int]]
@@ -253,7 +252,6 @@ class RunAssembler:
                 if held is None:
                     held = self._open[run_id] = _Held(now)
                 held.views.append(view)
-                held.has_calls = held.has_calls or classify(view).span_class is SpanClass.INFERENCE
                 self._held += 1
                 if len(held.views) > self.max_run_spans:
                     singles.extend(self._release(run_id))
@@ -288,7 +286,8 @@ class RunAssembler:
     def _release(self, run_id: int) -> List[SpanView]:
         held = self._open.pop(run_id)
         self._held -= len(held.views)
-        self._expired[run_id] = held.has_calls
+        # Worked out here, on the rare early release, rather than for every span held.
+        self._expired[run_id] = any(classify(view).span_class is SpanClass.INFERENCE for view in held.views)
         if len(self._expired) > _EXPIRED_RUNS:
             self._expired.popitem(last=False)
         self.released_early += 1
