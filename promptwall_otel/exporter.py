@@ -6,7 +6,10 @@ records and hands them to its :class:`~promptwall_otel.transport.SendingWorker`,
 which owns every network and disk operation. Usable on its own under any span
 processor (``export`` returns once the records are queued, never waiting on
 the network); :class:`PromptWallSpanProcessor` adds what only a processor can
-see (inheritance at span start, unsampled spans).
+see (inheritance at span start, unsampled spans, the run a span started in).
+With ``group_agent_runs``, the spans of an agent run wait in a bounded
+:class:`~promptwall_otel.mapping.runs.RunAssembler` until the run ends, and
+leave as one record (docs/mapping.md, "Agent runs").
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The application thread does two cheap things: at span start it records what
 the span inherits (session, user, use case, team, metadata from its parent
-span and from baggage), and at span end it drops non-GenAI spans after one
-set test or appends the GenAI span to a queue bounded by bytes. Mapping and
+span and from baggage, and, with ``group_agent_runs``, the agent or workflow
+run it is in), and at span end it drops non-GenAI spans after one set test
+or appends the GenAI span to a queue bounded by bytes. Mapping and
 encoding happen on one background thread, which hands the encoded records to
 the exporter's sending worker (network, spool, replay) and never waits on the
 network, so a burst or an outage never backs the queue up behind a request.
