@@ -117,9 +117,10 @@ def load(url: str, bodies: List[bytes], seconds: float, connections: int, rate: 
             "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000}  # fmt: skip
 
 
-def start_receiver(events_url: str, spool: str) -> "subprocess.Popen[str]":
+def start_receiver(events_url: str, spool: str, compression: str = "auto") -> "subprocess.Popen[str]":
     process = subprocess.Popen([sys.executable, "-m", "promptwall_otel", "receive", "--http", "127.0.0.1:0", "--grpc",
-                                "off", "--forward-to", events_url, "--spool-dir", spool],
+                                "off", "--forward-to", events_url, "--spool-dir", spool,
+                                "--forward-compression", compression],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=lambda: pin(0))  # fmt: skip
     assert process.stdout is not None
@@ -183,6 +184,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--spans-per-request", type=int, default=100)
     parser.add_argument("--requests", type=int, default=1500, help="distinct bodies generated (spans are never repeated within a run)")
+    parser.add_argument("--forward-compression", default="auto", choices=["auto", "gzip", "none"],
+                        help="the receiver's; auto sends the loopback sink uncompressed (gzip: what a remote PromptWall costs)")
     args = parser.parse_args()
     pin(1)
     bodies = requests_bodies(args.requests, args.spans_per_request, f"r{int(time.time())}")
@@ -192,7 +195,8 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as spool:
             for name in ("promptwall-otel receive", "rotel"):
-                process = start_receiver(sinks.events_url, spool) if name != "rotel" else start_rotel_pinned(sinks.otlp_url)
+                process = start_receiver(sinks.events_url, spool, args.forward_compression) if name != "rotel" \
+                    else start_rotel_pinned(sinks.otlp_url)  # fmt: skip
                 try:
                     results[name] = measure(name, process, sinks, bodies, args.spans_per_request, args.seconds,
                                             args.connections)  # fmt: skip
@@ -202,7 +206,7 @@ def main() -> None:
     finally:
         sinks.stop()
     print(f"{args.spans_per_request} GenAI spans per request, gzip, {args.connections} connections, {args.seconds:g} s; "
-          "server pinned to one core")  # fmt: skip
+          f"server pinned to one core; receiver --forward-compression {args.forward_compression}")  # fmt: skip
     print("| server | spans/s (saturated) | CPU µs/span | p50 / p99 ms at half load | peak RSS MiB | acknowledged → arrived | statuses |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():

@@ -192,10 +192,13 @@ class HttpService:
         """
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.limits.max_concurrent_requests)
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self.limits.queue_wait_s)
-        except asyncio.TimeoutError:
-            raise _busy(f"more than {self.limits.max_concurrent_requests} requests at once") from None
+        if self._slots.locked():  # all taken: wait a little (wait_for costs a task, so only then)
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self.limits.queue_wait_s)
+            except asyncio.TimeoutError:
+                raise _busy(f"more than {self.limits.max_concurrent_requests} requests at once") from None
+        else:
+            await self._slots.acquire()  # returns at once: a slot is free
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
         finally:

@@ -35,7 +35,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import urlsplit
 
 from .._ratelimit import RateLimitedLogger
@@ -54,6 +54,7 @@ logger = logging.getLogger("promptwall_otel.receiver")
 
 _LAST_CONTENT_EVENTS = frozenset({CHOICE_EVENT, DETAILS_EVENT})
 _KEY_FILE = "tenant.key"
+_LINEAGE_SPANS = 50_000  # parent links remembered, oldest first forgotten: ~3 s at 16,000 spans/s (the wait is 2 s)
 _INHERITED_RANK = {attribute: rank for rank, attribute in enumerate(INHERITED_KEYS)}
 _NOTHING_INHERITED = Inherited()
 _SPANS_PER_TICK = 500  # one request to the backend, ~2 MB of records with content: under the high-water mark (4 MiB)
@@ -137,9 +138,12 @@ class ReceiverCore:
         self._changed: Set[Tuple[str, int]] = set()
         self._overdue: Dict[Tuple[str, int], List[Tuple[str, int]]] = {}  # fell due while their tenant was held back
         self._content: "OrderedDict[Tuple[str, int], List[LogView]]" = OrderedDict()
-        # (tenant, trace_id) -> {span_id: (parent_span_id, inherited from its own attributes)}
-        self._lineage: "OrderedDict[Tuple[str, int], Dict[int, Tuple[Optional[int], Optional[Inherited]]]]" = OrderedDict()
+        # (tenant, trace id, span id) -> (parent span id, ((inherited field, value), ...) from its own attributes):
+        # plain tuples of strings and ints, which the garbage collector stops tracking, so the spans
+        # remembered (up to _LINEAGE_SPANS) cost full collections nothing.
+        self._lineage: "OrderedDict[Tuple[str, int, int], Tuple[Optional[int], Tuple[Tuple[str, str], ...]]]" = OrderedDict()
         self._ledgers: Dict[str, TraceLedger] = {}
+        self._sources_by_keys: Dict[Tuple[str, ...], Tuple[Tuple[str, str], ...]] = {}
         # tenant -> evaluation records about calls already forwarded: follow-up records at the next flush
         self._late_evaluations: Dict[str, List[LogView]] = {}
         self._workers: Dict[str, SendingWorker] = {}
@@ -299,43 +303,54 @@ class ReceiverCore:
             or ledger.call_sent(str(log.attributes.get("gen_ai.response.id") or ""))  # fmt: skip
 
     def _remember_lineage(self, tenant: str, view: SpanView) -> None:
-        key = (tenant, view.trace_id)
-        spans = self._lineage.get(key)
-        if spans is None:
-            if len(self._lineage) >= 20_000:
-                self._lineage.popitem(last=False)
-            spans = self._lineage[key] = {}
-        own = None
+        own: Tuple[Tuple[str, str], ...] = ()
         attrs = view.attributes
-        present = INHERITED_KEY_SET.intersection(attrs) if attrs else None
-        if present:
+        sources = self._inherited_sources(attrs) if attrs else ()
+        if sources:
             found: Dict[str, str] = {}
-            for attribute in sorted(present, key=_INHERITED_RANK.__getitem__):  # a few keys, in priority order
+            for attribute, field in sources:
                 value = attrs[attribute]
-                field = INHERITED_KEYS[attribute]
                 if value not in (None, "") and field not in found:
                     found[field] = str(value)
-            own = Inherited(**found)
-        if len(spans) < 4096:
-            spans[view.span_id] = (view.parent_span_id, own)
+            own = tuple(found.items())
+        key = (tenant, view.trace_id, view.span_id)
+        lineage = self._lineage
+        if key not in lineage and len(lineage) >= _LINEAGE_SPANS:
+            lineage.popitem(last=False)
+        lineage[key] = (view.parent_span_id, own)
+
+    def _inherited_sources(self, attrs: Mapping[str, Any]) -> Tuple[Tuple[str, str], ...]:
+        """(attribute, inherited field) for the inherited keys among ``attrs``, in priority order (lock held).
+
+        Worked out once per set of attribute keys: spans of one instrumentation share theirs, and
+        a span's lineage is recorded before anything else is done with it.
+        """
+        keys = tuple(attrs)
+        sources = self._sources_by_keys.get(keys)
+        if sources is None:
+            present = sorted(INHERITED_KEY_SET.intersection(keys), key=_INHERITED_RANK.__getitem__)
+            sources = tuple((attribute, INHERITED_KEYS[attribute]) for attribute in present)
+            if len(self._sources_by_keys) >= 256:  # key sets that vary per span (indexed messages, user keys)
+                self._sources_by_keys.clear()
+            self._sources_by_keys[keys] = sources
+        return sources
 
     def _inherited(self, tenant: str, view: SpanView) -> Tuple[Inherited, bool]:
         """What the span inherits from the ancestors seen so far; and whether the chain reaches its root."""
         parent = view.parent_span_id
         if parent is None:
             return _NOTHING_INHERITED, True
-        spans = self._lineage.get((tenant, view.trace_id), {})
+        lineage, trace_id = self._lineage, view.trace_id
         merged: Dict[str, Any] = {}
         depth = 0
         while parent is not None and depth < 64:
-            entry = spans.get(parent)
+            entry = lineage.get((tenant, trace_id, parent))
             if entry is None:
                 return Inherited(**merged), False
             parent, own = entry
-            if own is not None:
-                for field, value in own._asdict().items():
-                    if value and field not in merged:
-                        merged[field] = value
+            for field, value in own:  # nearest ancestor first: it wins
+                if field not in merged:
+                    merged[field] = value
             depth += 1
         return Inherited(**merged), True
 

@@ -191,11 +191,12 @@ def _attributes(pairs: Any, sequence: Callable[[Any], Any] = tuple) -> Dict[str,
         # Most values are strings and numbers: read them here, without a call per attribute (the
         # upb accessors are most of the decoding cost).
         value = kv.value
-        which = value.WhichOneof("value")
-        if which == "string_value":
-            text: str = value.string_value
+        text: str = value.string_value  # "" unless it is a string: a non-empty one needs no WhichOneof
+        if text:
             result[kv.key] = text if len(text) <= MAX_STRING_CHARS else text[:MAX_STRING_CHARS]
-        elif which == "int_value":
+            continue
+        which = value.WhichOneof("value")
+        if which == "int_value":
             result[kv.key] = value.int_value
         elif which == "double_value":
             result[kv.key] = value.double_value
@@ -231,6 +232,7 @@ def span_views(request: ExportTraceServiceRequest) -> Tuple[List[SpanView], int]
         resource = _attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope
+            scope_name, scope_version = scope.name, scope.version
             for span in scope_spans.spans:
                 trace_id = _id(span.trace_id, 16)
                 span_id = _id(span.span_id, 8)
@@ -239,25 +241,25 @@ def span_views(request: ExportTraceServiceRequest) -> Tuple[List[SpanView], int]
                     invalid += 1
                     continue
                 start = span.start_time_unix_nano
+                status = span.status
+                events = span.events
                 views.append(
-                    SpanView(
-                        name=span.name,
-                        trace_id=trace_id,
-                        span_id=span_id,
-                        parent_span_id=parent_id,
-                        start_ns=start,
-                        end_ns=span.end_time_unix_nano or start,
-                        attributes=_attributes(span.attributes),
-                        kind=_KINDS.get(span.kind, "INTERNAL"),
-                        status_code=_STATUS.get(span.status.code, "UNSET"),
-                        status_message=span.status.message or None,
-                        events=[
-                            EventView(event.name, event.time_unix_nano, _attributes(event.attributes))
-                            for event in span.events
-                        ],
-                        resource=resource,
-                        scope_name=scope.name,
-                        scope_version=scope.version,
+                    SpanView(  # positional, in SpanView's order: this runs for every span received
+                        span.name,
+                        trace_id,
+                        span_id,
+                        start,
+                        span.end_time_unix_nano or start,
+                        _attributes(span.attributes),
+                        parent_id,
+                        _KINDS.get(span.kind, "INTERNAL"),
+                        _STATUS.get(status.code, "UNSET"),
+                        status.message or None,
+                        [EventView(event.name, event.time_unix_nano, _attributes(event.attributes)) for event in events]
+                        if events else (),
+                        resource,
+                        scope_name,
+                        scope_version,
                     )
                 )
     return views, invalid
