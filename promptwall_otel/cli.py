@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import gc
 import json
 import logging
 import os
@@ -127,7 +126,9 @@ def _run_receiver(args: argparse.Namespace, forward_to: str, api_key: Optional[s
         limits=_limits(args),
         compression=args.forward_compression,
     ).start()
-    _tune_for_throughput()
+    from .webserver import tune_interpreter_for_serving
+
+    tune_interpreter_for_serving()
     grpc_text = f"127.0.0.1:{receiver.grpc_port}" if receiver.grpc_port else "off"
     print(f"{RECEIVER_READY_PREFIX}http={receiver.http_url} grpc={grpc_text} forwarding to {receiver.core.endpoint}",
           flush=True)  # fmt: skip
@@ -145,21 +146,6 @@ def _run_receiver(args: argparse.Namespace, forward_to: str, api_key: Optional[s
         if backend is not None:
             backend.stop()
     return 0
-
-
-def _tune_for_throughput() -> None:
-    """Interpreter settings for a process that is only our server (never applied to an application's process).
-
-    - ``gc.freeze()`` after start-up: the ~100k objects of the imported libraries are never traversed again.
-    - A first-generation threshold of 10,000 allocations instead of 700: a request allocates a few
-      dicts per span that die within the request, so most are freed before a collection would look
-      at them (garbage collection was ~20 % of the CPU per span; cycles are still collected).
-    - A GIL switch interval of 1 ms instead of 5: the event loop and the senders, which wait on
-      sockets, get the interpreter back sooner while requests are being mapped (latency, not CPU).
-    """
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
-    sys.setswitchinterval(0.001)
 
 
 def _dev(args: argparse.Namespace) -> int:

@@ -30,9 +30,11 @@ Requires the ``server`` extra (uvicorn, httptools, zstandard).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import resource
 import socket
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -248,6 +250,22 @@ class HttpService:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body if request.method != "HEAD" else b""})
+
+
+def tune_interpreter_for_serving() -> None:
+    """Interpreter settings for a process that is only our server (``receive``, ``dev``); never called in an
+    application's process (the exporter changes nothing there).
+
+    - ``gc.freeze()`` after start-up: the ~100k objects of the imported libraries are never traversed again.
+    - A first-generation threshold of 10,000 allocations instead of 700: a request allocates a few
+      dicts per span that die within the request, so most are freed before a collection looks at
+      them (collections were ~20 % of the receiver's CPU per span; cycles are still collected).
+    - A GIL switch interval of 1 ms instead of 5: the event loop and the senders, which wait on
+      sockets, get the interpreter back sooner while requests are being mapped (latency, not CPU).
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+    sys.setswitchinterval(0.001)
 
 
 # --- the connection layer -------------------------------------------------------
