@@ -8,6 +8,7 @@ and a hard size cap: entries for spans that are never exported cannot pile up.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Dict, List, Optional, Union
 
 from .mapping import Inherited, LogView, SpanView
@@ -52,6 +53,7 @@ class ContextStore:
         return len(self._items)
 
 
+_RESPONSE_WAIT_S = 600.0  # an evaluation naming only a response id waits this long for its call
 MAX_CONTENT_SPANS = 4096
 """Content records carry prompts and answers: keep few spans' worth (orphans go first)."""
 
@@ -70,6 +72,7 @@ class ContentStore:
         self._lock = threading.Lock()
         self._evaluated: Dict[int, None] = {}  # span ids in _items holding evaluation records
         self._by_response: Dict[str, List[LogView]] = {}  # evaluations naming a response id, not a span
+        self._response_since: Dict[str, float] = {}  # when the first of those arrived (monotonic)
 
     @property
     def evaluations_waiting(self) -> bool:
@@ -81,8 +84,10 @@ class ContentStore:
                 if not log.span_id:
                     response_id = text(log.attributes.get("gen_ai.response.id"))
                     if response_id:  # nothing else to join it by
-                        if response_id not in self._by_response and len(self._by_response) >= self._max:
-                            del self._by_response[next(iter(self._by_response))]
+                        if response_id not in self._by_response:
+                            if len(self._by_response) >= self._max:
+                                self._drop_response(next(iter(self._by_response)))
+                            self._response_since[response_id] = time.monotonic()
                         self._by_response.setdefault(response_id, []).append(log)
                     return
                 if len(self._evaluated) >= self._max:
@@ -105,8 +110,9 @@ class ContentStore:
                 self._evaluated.pop(view.span_id, None)
             if self._by_response:
                 response_id = view.attributes.get("gen_ai.response.id")
-                joined = self._by_response.pop(response_id, None) if type(response_id) is str else None
+                joined = self._by_response.get(response_id) if type(response_id) is str else None
                 if joined:
+                    self._drop_response(response_id)  # type: ignore[arg-type]
                     logs = logs + joined
             return logs
 
@@ -122,9 +128,18 @@ class ContentStore:
                 rest = [log for log in logs if log.event_name != EVALUATION_EVENT]
                 if rest:
                     self._items[span_id] = rest
-            for response_id in [key for key in self._by_response if sent(key)]:
-                found.extend(self._by_response.pop(response_id))
+            expired = time.monotonic() - _RESPONSE_WAIT_S
+            for response_id in list(self._by_response):
+                if self._response_since[response_id] < expired:
+                    self._drop_response(response_id)  # its call never showed here (another process's)
+                elif sent(response_id):
+                    found.extend(self._by_response[response_id])
+                    self._drop_response(response_id)
             return found
+
+    def _drop_response(self, response_id: str) -> None:
+        del self._by_response[response_id]
+        del self._response_since[response_id]
 
     def __len__(self) -> int:
         return len(self._items)

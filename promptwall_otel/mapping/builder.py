@@ -139,7 +139,7 @@ _PROVIDERS = {
 _RECORD_TOKEN_FIELDS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
 _MODALITY_FIELDS = (*semconv.INPUT_MODALITIES, *semconv.OUTPUT_MODALITIES)
 _RESPONSE_ID_MIN_CHARS = 16
-_DEDUPE_WINDOW_NS = 10_000_000_000
+DEDUPE_WINDOW_NS = 10_000_000_000
 
 
 class Inherited(NamedTuple):
@@ -245,9 +245,13 @@ def request_id_for(view: SpanView, response_id: Optional[str], options: MappingO
     traces) give one key; anything else by its trace and span ids.
     """
     if options.dedupe_by_response_id and response_id and len(response_id) >= _RESPONSE_ID_MIN_CHARS:
-        window = view.start_ns // _DEDUPE_WINDOW_NS
-        return "gen-" + hashlib.sha256(f"{response_id}|{window}".encode("utf-8", "replace")).hexdigest()[:40]
+        return response_keyed_id(response_id, view.start_ns // DEDUPE_WINDOW_NS)
     return f"otel-{view.trace_id:032x}-{view.span_id:016x}"
+
+
+def response_keyed_id(response_id: str, window: int) -> str:
+    """The request_id of a call with this response id that started in this 10-second window."""
+    return "gen-" + hashlib.sha256(f"{response_id}|{window}".encode("utf-8", "replace")).hexdigest()[:40]
 
 
 def _conversation(view: SpanView, logs: Sequence[LogView], dialect: str) -> Tuple[List[Message], List[Message]]:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from . import guardrails, openinference
 from .builder import MODEL_KEYS, REQUEST_MODEL_KEYS, RESPONSE_ID_KEYS, Classification, Inherited, SpanClass, \
     build_event, classify  # fmt: skip
-from .builder import evaluation_record, guardrail_record
+from .builder import DEDUPE_WINDOW_NS, evaluation_record, guardrail_record, response_keyed_id
 from .options import MappingOptions
 from .values import first, text
 from .view import LogView, SpanView
@@ -33,7 +33,9 @@ InheritedFor = Callable[[SpanView], Inherited]
 
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
 _SENT_IDS = 20_000  # response-keyed request ids remembered across batches (a copy comes seconds later at most)
-_NOT_CALLS = frozenset({"guardrail", "evaluation"})  # records about a call, not of one
+_LATE_WINDOWS = 30  # a late evaluation naming a response id finds calls that started up to 5 minutes before it
+_Call = Tuple[str, Optional[str], Optional[str], str]  # what a later record about a call names: its request_id,
+# session, user and integration
 
 logger = logging.getLogger("promptwall_otel")
 
@@ -244,11 +246,12 @@ class TraceLedger:
         self._ttl_s = ttl_s
         self._max_calls = max_calls_per_trace
         self._lock = threading.Lock()
-        # response-keyed request_id -> fullness of the record handed out, for copies in later batches
-        self._sent: "OrderedDict[str, Tuple[bool, bool, int]]" = OrderedDict()
-        # span id (16 hex digits) or provider response id of a call handed out -> what a later record about
-        # it (a late evaluation) names: its request_id, session, user, integration; oldest dropped first
-        self._calls_sent: "OrderedDict[str, Tuple[str, Optional[str], Optional[str], str]]" = OrderedDict()
+        # response-keyed request_id -> (fullness of the record handed out, the call), for copies in later
+        # batches, and for late evaluations that name the call's response id
+        self._sent: "OrderedDict[str, Tuple[Tuple[bool, bool, int], _Call]]" = OrderedDict()
+        # span id (16 hex digits) of a call handed out -> the call, for late evaluations that name its span.
+        # One insert per record: this runs for every record.
+        self._calls_sent: "OrderedDict[str, _Call]" = OrderedDict()
 
     def _trace(self, trace_id: int) -> _Trace:
         traces = self._traces
@@ -468,48 +471,56 @@ class TraceLedger:
     def _late_copy(self, event: Dict[str, Any]) -> None:
         """A copy of a call whose record an earlier batch handed out is dropped; if it held more than
         that record (content or usage it lacked), the loss is logged."""
-        if _fullness(event) > self._sent[event["request_id"]]:
+        if _fullness(event) > self._sent[event["request_id"]][0]:
             logger.info("call %s: a fuller copy came in a later batch than its first record; the backend keeps "
                         "the first", event["request_id"])  # fmt: skip
 
     def _sending(self, event: Dict[str, Any]) -> None:
         request_id = event["request_id"]
+        call = (request_id, event.get("session_id"), event.get("user_id"), event["integration_id"])
         if request_id.startswith("gen-"):
             sent = self._sent
-            sent[request_id] = _fullness(event)
+            sent[request_id] = (_fullness(event), call)
             if len(sent) > _SENT_IDS:
                 sent.popitem(last=False)
-        metadata = event["metadata"]
-        gen_ai = metadata["gen_ai"]
-        if gen_ai.get("operation") in _NOT_CALLS:
-            return
+        otel = event["metadata"].get("otel")
+        if otel is None:
+            return  # a follow-up record about a call, not a call
         calls = self._calls_sent
-        call = (request_id, event.get("session_id"), event.get("user_id"), event["integration_id"])
-        otel = metadata["otel"]
         calls[otel["span_id"]] = call
-        if "duplicate_spans" in otel:
+        if "duplicate_spans" in otel:  # the other instrumentation's span of the call: an evaluation may name it
             for span_hex in otel["duplicate_spans"]:
                 if span_hex:
                     calls[span_hex] = call
-        if "response_id" in gen_ai:
-            calls[gen_ai["response_id"]] = call
         while len(calls) > _SENT_IDS:
             calls.popitem(last=False)
 
+    def _call(self, span_id: int, response_id: Optional[str], at_ns: int) -> Optional[_Call]:
+        """The call handed out with this span id, else the response-keyed call with this response id
+        that started in the 5 minutes before ``at_ns``."""
+        call = self._calls_sent.get(f"{span_id:016x}") if span_id else None
+        if call is None and response_id:
+            window = at_ns // DEDUPE_WINDOW_NS
+            for start in range(window, window - _LATE_WINDOWS - 1, -1):
+                found = self._sent.get(response_keyed_id(response_id, start))
+                if found is not None:
+                    return found[1]
+        return call
+
     def call_sent(self, key: Union[int, str]) -> bool:
-        """Whether the call with this span id (int) or response id was handed out (a later record may
-        name it)."""
-        return (f"{key:016x}" if type(key) is int else key) in self._calls_sent
+        """Whether the call with this span id (int) or response id was handed out in the last 5 minutes
+        (a later record may name it)."""
+        if type(key) is int:
+            return self._call(key, None, 0) is not None
+        return self._call(0, str(key), time.time_ns()) is not None
 
     def late_evaluations(self, logs: Sequence[LogView], options: MappingOptions) -> List[Dict[str, Any]]:
         """Evaluation log records that arrived after their call's record left: one follow-up record per
         call, never billed (docs/mapping.md, "Guardrails and evaluations")."""
-        per_call: Dict[str, Tuple[Tuple[str, Optional[str], Optional[str], str], List[LogView]]] = {}
+        per_call: Dict[str, Tuple[_Call, List[LogView]]] = {}
         with self._lock:
             for log in logs:
-                call = self._calls_sent.get(f"{log.span_id:016x}") if log.span_id else None
-                if call is None:
-                    call = self._calls_sent.get(text(log.attributes.get("gen_ai.response.id")) or "")
+                call = self._call(log.span_id, text(log.attributes.get("gen_ai.response.id")), log.time_ns or time.time_ns())
                 if call is not None:
                     per_call.setdefault(call[0], (call, []))[1].append(log)
         return [evaluation_record(call, found, options) for call, found in per_call.values()]

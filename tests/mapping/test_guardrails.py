@@ -14,6 +14,7 @@ runs of the OpenAI Agents SDK with an input guardrail under OpenInference
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -327,7 +328,8 @@ def test_live_guardrails_and_evaluations_reach_the_backend_and_bill_only_the_cal
 def test_evaluations_after_their_call_left_are_one_follow_up_record_per_call() -> None:
     ledger = TraceLedger()
     call_attrs = {**CHAT, "session.id": "s-1", "user.id": "u-1", "gen_ai.response.id": "chatcmpl-evaluated-0001"}
-    (call,) = ledger.map_batch([span(1, None, call_attrs, 0, 10)], MappingOptions())
+    now_ms = time.time_ns() // 1_000_000  # a response id names calls of the last 5 minutes
+    (call,) = ledger.map_batch([span(1, None, call_attrs, now_ms - 60_000, now_ms - 59_000)], MappingOptions())
     by_span = LogView(TRACE, 1, "gen_ai.evaluation.result", None, EVAL, time_ns=20_000_000)
     by_response = LogView(0, 0, "gen_ai.evaluation.result", None, {"gen_ai.evaluation.name": "groundedness",
                                                                    "gen_ai.evaluation.score.label": "fail",
