@@ -37,7 +37,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ..record import STATUSES, format_ns
-from . import openinference, openllmetry, semconv, vercel
+from . import guardrails, openinference, openllmetry, semconv, vercel
 from .builder import Classification, SpanClass, classify
 from .builder import _conversation as conversation_of
 from .messages import answer_of, prompt_of
@@ -75,7 +75,7 @@ _NAME_KEYS = {
     "agent": semconv.AGENT_NAME + openinference.AGENT_NAME + ("traceloop.entity.name",),
     "workflow": ("gen_ai.workflow.name",) + openllmetry.WORKFLOW_NAME + ("traceloop.entity.name",),
     "task": ("traceloop.entity.name",),
-    "guardrail": ("gen_ai.guardrail.component.name", "gen_ai.guardrail.name"),
+    "guardrail": ("gen_ai.guardrail.component.name", "gen_ai.guardrail.name", "rail.name", "validator.name"),
     "retrieval": ("gen_ai.data_source.id",),
 }  # fmt: skip
 
@@ -172,6 +172,8 @@ class Run(NamedTuple):
         found: List[Tuple[int, int, Step]] = []
         for index, view in enumerate(self.members):
             kind = step_kind(classify(view))
+            if kind is None and guardrails.is_guardrail(view.attributes):
+                kind = "guardrail"  # NeMo rails, Guardrails AI validators, Traceloop guards: no GenAI operation
             if kind is not None:
                 found.append((view.start_ns, index, Step(view, kind, step_name(view, kind))))
         found.sort(key=lambda item: (item[0], item[1]))
@@ -344,6 +346,12 @@ def _stage(step: Step, record: Optional[Dict[str, Any]], options: MappingOptions
         answer = record.get("answer")
         if answer and options.capture_content:
             stage["summary"] = answer[:_SUMMARY_CHARS]
+    if step.kind == "guardrail":
+        verdicts = guardrails.verdict_of(view)
+        if verdicts:  # the normalised decision (docs/mapping.md, "Guardrails and evaluations"), and its risk
+            meta["decision"] = verdicts[0].decision
+            if verdicts[0].risk is not None:
+                meta["risk_score"] = verdicts[0].risk
     if step.kind == "tool":
         call_id = text(attrs.get("gen_ai.tool.call.id"))
         if call_id:

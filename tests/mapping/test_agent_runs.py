@@ -212,6 +212,25 @@ def test_nested_runs_and_calls_outside_runs(two_apps: LocalBackend, tmp_path: Pa
     assert run["metadata"]["gen_ai"]["run"]["by_kind"] == {"llm": 3, "agent": 2, "tool": 1}
 
 
+def test_guardrail_checks_are_steps_with_their_decision(two_apps: LocalBackend, tmp_path: Path) -> None:
+    def scenario(tracer: Any) -> None:
+        with agent(tracer, "guarded"):
+            with tracer.start_as_current_span("run_guardrail pii", attributes={
+                    "gen_ai.operation.name": "run_guardrail", "gen_ai.guardrail.component.name": "pii",
+                    "gen_ai.guardrail.target.type": "input", "gen_ai.guardrail.verdict.type": "deny",
+                    "gen_ai.guardrail.action.type": "block"}):  # fmt: skip
+                pass
+            with tracer.start_as_current_span("guardrails.rail", attributes={"rail.name": "self check output",
+                                                                             "rail.stop": False}):  # fmt: skip
+                chat(tracer, (10, 5))
+
+    (run,) = through_processor(two_apps, tmp_path, scenario)
+    guard, rail, call = run["spans"]
+    assert (guard["stage_name"], guard["metadata"]["decision"]) == ("guardrail:pii", "block")
+    assert (rail["stage_name"], rail["metadata"]["decision"]) == ("guardrail:self check output", "allow")
+    assert call["stage_name"] == "llm:gpt-4o-mini" and run["total_tokens"] == 15, "a guardrail is never billed"
+
+
 def test_an_agent_carrying_its_calls_sum_is_not_billed_on_top(two_apps: LocalBackend, tmp_path: Path) -> None:
     def scenario(tracer: Any) -> None:
         with agent(tracer, "summing", **{"gen_ai.usage.input_tokens": 30, "gen_ai.usage.output_tokens": 15}):
