@@ -30,13 +30,14 @@ import sqlite3
 import threading
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Tuple
-from urllib.parse import unquote
+from typing import Any, Callable, Dict, List, Optional, Tuple
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 
 from ..record import format_timestamp, parse_timestamp
 from ..serving import HttpError
+from ..webserver import Request, Response, json_response
 from .apps import Caller
 from .checks import MAX_COUNT, MAX_JSON_BYTES, MAX_TEXT_CHARS, storage_errors
 
@@ -249,9 +250,7 @@ class PromptetheusRoutes:
     def owns(path: str) -> bool:
         return path == PREFIX or path.startswith(PREFIX + "/")
 
-    async def handle(self, service: Any, request: Any, caller: Caller, parse_body: Any) -> Any:
-        from ..webserver import Response, json_response
-
+    async def handle(self, service: Any, request: Request, caller: Caller, parse_body: Callable[[bytes], Any]) -> Response:
         parts = [unquote(p, errors="replace") for p in
                  request.raw_path.decode("latin-1").split("?", 1)[0][len(PREFIX):].strip("/").split("/") if p]  # fmt: skip
         if request.method == "POST":
@@ -263,7 +262,7 @@ class PromptetheusRoutes:
                 created = await service.run(self.store.create, caller.app, trace)
                 if not created:
                     raise HttpError(409, f"trace {trace['id']!r} already exists")
-                return json_response(201, {k: v for k, v in trace.items()})
+                return json_response(201, trace)
             if len(parts) == 2 and parts[1] == "events":
                 data, _ = await request.body(("application/json",))
                 status, body = await service.run(self._append, caller.app, parts[0], data, parse_body)
@@ -293,7 +292,7 @@ class PromptetheusRoutes:
             raise HttpError(404, "not found")
         raise HttpError(405, f"method {request.method} not allowed")
 
-    def _append(self, app: str, trace_id: str, data: bytes, parse_body: Any) -> Tuple[int, Dict[str, Any]]:
+    def _append(self, app: str, trace_id: str, data: bytes, parse_body: Callable[[bytes], Any]) -> Tuple[int, Dict[str, Any]]:
         payload = parse_body(data)
         events = payload.get("events") if isinstance(payload, dict) else None
         if not isinstance(events, list) or not 1 <= len(events) <= MAX_EVENTS:
@@ -315,9 +314,7 @@ class PromptetheusRoutes:
                 "total": len(events)}  # fmt: skip
         return (200 if not rejected else 207 if valid else 400), body
 
-    async def _attach(self, service: Any, request: Any, app: str, trace_id: str) -> Any:
-        from ..webserver import json_response
-
+    async def _attach(self, service: Any, request: Request, app: str, trace_id: str) -> Response:
         declared = request.headers.get("Content-Length")
         if declared is not None and declared.strip().isdigit() and int(declared) > MAX_ARTIFACT_BYTES:
             raise HttpError(413, f"artifact exceeds {MAX_ARTIFACT_BYTES} bytes")
@@ -339,8 +336,6 @@ class PromptetheusRoutes:
 
 
 def _limit(query_string: bytes) -> int:
-    from urllib.parse import parse_qsl
-
     raw = dict(parse_qsl(query_string.decode("latin-1"), errors="replace")).get("limit", "50")
     if not raw.isdigit() or not 1 <= int(raw) <= _LIST_LIMIT_MAX:
         raise HttpError(400, f"limit must be an integer in 1..{_LIST_LIMIT_MAX}")

@@ -181,7 +181,7 @@ class BackendService(HttpService):
         if self.console.owns(path):
             return await self.console.handle(self, request)
         if self.traces.owns(path):
-            return await self.traces.handle(self, request, self._caller(request), parse_body)
+            return await self.traces.handle(self, request, self._caller(request), lambda data: parse_body(data)[0])
         if request.method == "POST":
             if path != "/v1/events":
                 raise HttpError(404, "not found")
