@@ -235,8 +235,10 @@ class RunAssembler:
             for view in views:
                 run_id = run_of(view)
                 if run_id is None:
-                    singles.append(view)
-                    continue
+                    if view.span_id not in self._open and view.span_id not in self._expired:
+                        singles.append(view)
+                        continue
+                    run_id = view.span_id  # a root whose own record of its run was lost (a full store)
                 if run_id in self._expired:
                     if view.span_id == run_id and self._expired.pop(run_id):
                         continue  # the late root of a run whose calls went out alone: its usage is theirs

@@ -321,6 +321,17 @@ def test_a_run_open_too_long_is_released_and_its_late_root_is_not_billed() -> No
     assert runs.released_early == 1
 
 
+def test_a_root_that_lost_its_membership_still_closes_its_run() -> None:
+    """The processor's context store is bounded: a long run's root entry may be evicted. Its members are
+    held under its id, so the root closes the run by that id alone (else: an aggregate billed beside them)."""
+    views = finished(one_run)
+    *members, root = views
+    runs = RunAssembler()
+    runs.add(members, members_of(views), now=0.0)
+    singles, (run,) = runs.add([root], lambda view: None, now=1.0)
+    assert singles == [] and run.root is root and run.members == members
+
+
 def test_a_run_larger_than_the_memory_bound_is_released() -> None:
     views = finished(one_run)
     runs = RunAssembler(max_run_spans=1)
