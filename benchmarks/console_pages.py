@@ -6,7 +6,7 @@ Fills a SQLite file (kept, and reused when it already holds the events) with
 one App's events spread over 30 days, 50 models, 20,000 sessions and a
 metadata key, starts the backend in this process on a free port, logs in
 through the console's form like a browser, and prints the median time of
-each page over real HTTP. Nothing is mocked; the figures are the server's
+each page and read endpoint over real HTTP. Nothing is mocked; the figures are the server's
 whole answer (query, template, transfer on loopback).
 """
 
@@ -72,16 +72,20 @@ def main() -> int:
             assert reply.status_code == 303, reply.status_code
             pages = ["/observability?window=hour", "/observability?window=day", "/observability?window=all",
                      "/traces", "/traces?model=model-7", "/traces?metadata.feature=f-3", "/traces?status=error",
-                     "/traces/bench-123456", "/sessions", "/sessions/s-42", "/billing"]  # fmt: skip
-            print(f"{'page':34} {'median ms':>10} {'max ms':>8}")
+                     "/traces?end_user_id=u-42", "/traces?session_id=s-42", "/traces?status=blocked",
+                     "/traces/bench-123456", "/sessions", "/sessions/s-42", "/billing",
+                     "/api/console/requests", "/api/console/requests?model=model-7&limit=1000",
+                     "/api/console/requests?metadata.feature=f-3", "/api/console/sessions",
+                     "/api/console/sessions/s-42", "/api/console/billing"]  # fmt: skip
+            print(f"{'page':48} {'median ms':>10} {'max ms':>8}")
             for page in pages:
                 times = []
                 for _ in range(args.rounds):
                     began = time.perf_counter()
-                    response = client.get(page)
+                    response = client.get(page, headers={"X-API-Key": APP_KEY} if page.startswith("/api/") else None)
                     times.append((time.perf_counter() - began) * 1000)
                     assert response.status_code in (200, 404), (page, response.status_code)
-                print(f"{page:34} {statistics.median(times):10.0f} {max(times):8.0f}")
+                print(f"{page:48} {statistics.median(times):10.0f} {max(times):8.0f}")
     finally:
         server.stop()
     return 0

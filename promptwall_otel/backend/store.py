@@ -58,6 +58,10 @@ MAX_PAGE_BYTES = 8 * 1024 * 1024
 """A read stops adding events once its reply passes this size (one event always fits: see checks.py)."""
 
 # ``app_events``, not ``events``: a database written before Apps existed keeps its old table untouched.
+# The filter indexes end with ``started_at`` (and, implicitly, ``seq``), so a filtered page reads its rows
+# already newest first: with (app, end_user_id) alone, SQLite walked every event newest first to find a
+# rare user's 50 (0.13 s at 1M events). Statuses other than ``ok`` are rare by nature: a partial index
+# holds only them, which ``ok`` events never pay to maintain.
 # ``seq`` is a plain rowid (an earlier version's AUTOINCREMENT cost 3 µs per event): rows are never deleted,
 # so it only grows either way.
 _SCHEMA = f"""
@@ -72,8 +76,11 @@ CREATE TABLE IF NOT EXISTS app_events (
 );
 CREATE INDEX IF NOT EXISTS app_events_started ON app_events (app, started_at, seq);
 CREATE INDEX IF NOT EXISTS app_events_session ON app_events (app, session_id, started_at);
-CREATE INDEX IF NOT EXISTS app_events_user ON app_events (app, end_user_id);
-CREATE INDEX IF NOT EXISTS app_events_model ON app_events (app, model);
+DROP INDEX IF EXISTS app_events_user;
+DROP INDEX IF EXISTS app_events_model;
+CREATE INDEX IF NOT EXISTS app_events_user_recent ON app_events (app, end_user_id, started_at);
+CREATE INDEX IF NOT EXISTS app_events_model_recent ON app_events (app, model, started_at);
+CREATE INDEX IF NOT EXISTS app_events_unusual ON app_events (app, status, started_at) WHERE status != 'ok';
 CREATE TABLE IF NOT EXISTS backend_meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rollup_counts (
     app TEXT NOT NULL, grain TEXT NOT NULL, bucket TEXT NOT NULL,
@@ -309,6 +316,8 @@ class EventStore:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if status is not None and status != "ok":
+            where.append("status != 'ok'")  # the partial index's own condition, so SQLite may use it
         for key, value in (metadata or {}).items():
             where.append("CAST(json_extract(metadata, ?) AS TEXT) = ?")
             params.extend((json_path(key), value))
