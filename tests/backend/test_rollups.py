@@ -14,6 +14,7 @@ match too.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 import sqlite3
 import tempfile
 from collections import defaultdict
@@ -195,4 +196,26 @@ def test_windows_starting_mid_hour_and_mid_day_read_each_event_once() -> None:
         assert got["events"] == 7 and got["total_tokens"] == sum(10**i for i in range(1, 8))
         assert got["p50_ms"] == 4 and got["p95_ms"] == 7
         assert sum(row["events"] for row in got["series"]) == 7
+        store.close()
+
+
+def test_concurrent_writers_share_commits_and_store_each_event_once() -> None:
+    """Group commit: batches from many threads (ids overlapping within and across them) are stored once each."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "events.db")
+        store = EventStore(path)
+
+        def writer(thread: int) -> int:
+            accepted = 0
+            for n in range(30):
+                batch = [apply_defaults({"request_id": f"r{(thread * 7 + n * 3 + i) % 150}", "total_tokens": 1,
+                                         "session_id": f"s{i % 3}", "latency_ms": i}) for i in range(10)]  # fmt: skip
+                accepted += store.insert(batch, ("app-a", "app-b")[thread % 2])
+            return accepted
+
+        with ThreadPoolExecutor(8) as pool:
+            accepted = sum(pool.map(writer, range(8)))
+        rows = _rows(path, None)
+        assert accepted == len(rows) == len({(row["app"], row["request_id"]) for row in rows})
+        _check_all(store, path, ["app-a", "app-b", None], [(None, 10), (format_timestamp(START), 13)])
         store.close()
