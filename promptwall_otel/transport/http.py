@@ -133,9 +133,22 @@ class EventsClient:
         return self.post(body_of(lines))
 
     def post(self, payload: bytes) -> Answer:
-        # gzip level 1: most of the size gain for a fraction of the CPU of the default level.
-        body = gzip.compress(payload, compresslevel=1) if self.compression == "gzip" else payload
+        body = gzip_body(payload) if self.compression == "gzip" else payload
         return exchange(self._client, "POST", self.endpoint, body, _EVENTS_DECIDED)
+
+
+try:  # ISA-L's deflate (the server extra installs it): ~0.3 µs of CPU per record with content instead of ~5
+    from isal import igzip as _isal_gzip
+
+    def gzip_body(payload: bytes) -> bytes:
+        """``payload`` as a gzip member: ISA-L's fastest level, about the size zlib's level 1 gives."""
+        return _isal_gzip.compress(payload, 0)
+
+except ImportError:  # the exporter-only install
+
+    def gzip_body(payload: bytes) -> bytes:
+        """``payload`` as a gzip member: level 1, most of the size gain for a fraction of the default's CPU."""
+        return gzip.compress(payload, compresslevel=1)
 
 
 _EVENTS_DECIDED = frozenset({200, 207, 400})  # /v1/events decided about every record
