@@ -50,7 +50,7 @@ from ..record import STATUSES, format_timestamp
 from ..serving import HttpError
 from ..webserver import Request, Response
 from .apps import Apps, Caller
-from .store import CREDIT_USD_PER_MILLION_TOKENS, BadCursor, EventStore, json_path
+from .store import CREDIT_USD_PER_MILLION_TOKENS, SCAN_ROWS, BadCursor, EventStore, json_path
 
 COOKIE = "pw_console"
 SESSION_IDLE_S = 12 * 3600
@@ -296,9 +296,11 @@ class Console:
         window = query.get("window") if query.get("window") in _WINDOWS else "day"
         label, back, bucket_chars, step = _WINDOWS[window]
         now = datetime.now(timezone.utc)
-        since = format_timestamp(now - back) if back is not None else None
-        stats = self.store.overview(app, since, bucket_chars)
-        series = _fill(stats["series"], bucket_chars, step, now - back if back is not None else None, now)
+        # A window starts at the start of its first chart bucket, so that bucket is whole, and the day and week
+        # windows start on an hour: the store then reads them from its rollups alone (see store._Window).
+        start = _bucket_start(now - back, bucket_chars) if back is not None else None
+        stats = self.store.overview(app, format_timestamp(start) if start else None, bucket_chars)
+        series = _fill(stats["series"], bucket_chars, step, start, now)
         decisions = [(name, stats["decisions"].get(name, 0)) for name in STATUSES]
         decisions += [(name, count) for name, count in stats["decisions"].items() if name not in STATUSES]
         return {
@@ -327,6 +329,7 @@ class Console:
         return {
             "events": events, "filters": filters, "metadata_filter": pair or "; ".join(f"{k}={v}" for k, v in metadata.items()),
             "statuses": STATUSES, "paged": "cursor" in query,
+            "partial": len(events) < PAGE_SIZE and next_cursor is not None, "scan_rows": SCAN_ROWS,
             "first_url": "/traces" + ("?" + urlencode(rest) if rest else ""),
             "next_url": "/traces?" + urlencode({**rest, "cursor": next_cursor}) if next_cursor else None,
         }  # fmt: skip
@@ -384,6 +387,11 @@ def _fill(rows: List[Dict[str, Any]], chars: int, step: timedelta, start: Option
         labels = sorted(found)
     empty = {"events": 0, "total_tokens": 0}
     return [(label, found.get(label, empty)) for label in labels]
+
+
+def _bucket_start(moment: datetime, chars: int) -> datetime:
+    fmt = _BUCKET_FORMATS[chars]
+    return datetime.strptime(moment.strftime(fmt), fmt).replace(tzinfo=timezone.utc)
 
 
 def _bars(points: List[Tuple[str, Any]], width: int = 720, height: int = 160) -> Dict[str, Any]:

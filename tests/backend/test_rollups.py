@@ -49,8 +49,9 @@ events = st.fixed_dictionaries({
 })  # fmt: skip
 batches = st.lists(st.tuples(st.sampled_from(["app-a", "app-b"]), st.lists(events, min_size=1, max_size=12)),
                    min_size=1, max_size=8)  # fmt: skip
-windows = st.lists(st.tuples(maybe(moments.map(format_timestamp)), st.sampled_from([10, 13, 16])), min_size=1,
-                   max_size=4)  # fmt: skip
+on_the_hour = st.sampled_from(["2026-03-01T05:00:00.000000Z", "2026-03-02T00:00:00.000000Z", "2026-03-01T00:00:00.000000Z"])
+windows = st.lists(st.tuples(maybe(moments.map(format_timestamp) | on_the_hour), st.sampled_from([10, 13, 16])),
+                   min_size=1, max_size=4)  # fmt: skip
 
 
 def _rows(path: str, app: Optional[str]) -> List[Dict[str, Any]]:
@@ -218,4 +219,28 @@ def test_concurrent_writers_share_commits_and_store_each_event_once() -> None:
         rows = _rows(path, None)
         assert accepted == len(rows) == len({(row["app"], row["request_id"]) for row in rows})
         _check_all(store, path, ["app-a", "app-b", None], [(None, 10), (format_timestamp(START), 13)])
+        store.close()
+
+
+def test_a_filter_without_an_index_reads_a_bounded_slice_and_pages_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Provider/use case/metadata filters read at most SCAN_ROWS events a page; the cursor reads on, losing none."""
+    import promptwall_otel.backend.store as store_module
+
+    monkeypatch.setattr(store_module, "SCAN_ROWS", 7)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = EventStore(str(Path(tmp) / "events.db"))
+        events = [apply_defaults({"request_id": f"e{i}", "started_at": format_timestamp(START + timedelta(minutes=i)),
+                                  "provider": "rare" if i % 10 == 3 else "common", "metadata": {"k": str(i % 10)}})
+                  for i in range(40)]  # fmt: skip
+        store.insert(events, "app")
+        for filters in ({"provider": "rare"}, {"metadata": {"k": "3"}}):
+            found, cursor, pages = [], None, 0
+            while True:
+                page, cursor = store.recent("app", 2, cursor, **filters)  # type: ignore[arg-type]
+                found += [event["request_id"] for event in page]
+                pages += 1
+                if cursor is None:
+                    break
+            assert found == [f"e{i}" for i in (33, 23, 13, 3)], filters
+            assert pages >= 40 // 7, "each page stopped looking after SCAN_ROWS events"
         store.close()
