@@ -50,6 +50,7 @@ VALIDATOR_ON_FAIL = "validator.on_fail"  # Guardrails AI validator spans (guardr
 VALIDATOR_OUTCOME = "validator.validate.output.outcome"
 TRACELOOP_STATUS = "gen_ai.guardrail.status"  # Traceloop SDK guardrails: PASSED / FAILED / ERROR
 TRACELOOP_NAME = "gen_ai.guardrail.name"
+WRAPPING_GUARDRAIL = "guardrail.run"  # Traceloop: the guardrail span encloses the call it guards
 OPENINFERENCE_KIND = "openinference.span.kind"
 
 # Keys that make a span "look closer" for the mapping's first test (builder.GENAI_MARKERS).
@@ -291,11 +292,22 @@ def verdict_of(view: SpanView, tripped: Sequence[str] = ()) -> List[Verdict]:
         name = text(attrs.get("validator.name")) or view.name
         return [Verdict(decision, target, None, _hit("guardrail", "guardrails-ai", name, decision, target, attrs, None))]
     if TRACELOOP_STATUS in attrs:
+        # Traceloop SDK (traceloop/sdk/guardrail/guardrail.py): a `guardrail.run` span wraps the guarded
+        # function and its `guard` spans; each guard reports PASSED/FAILED (FAILED with error.type: the guard
+        # raised). The on_failure handler (log, return a value, raise) is not on the spans: a failed guard
+        # is a flag; the wrapper raising (its span ERROR) is the enforcement, a block.
         status = _lower(attrs.get(TRACELOOP_STATUS))
-        decision = {"failed": "block", "passed": "allow"}.get(status or "")
-        if decision is None:
-            return []  # ERROR: the guard itself failed, which says nothing about the content
         name = text(attrs.get(TRACELOOP_NAME)) or view.name
+        if operation == WRAPPING_GUARDRAIL:
+            if status != "failed" or view.status_code != "ERROR":
+                return []  # its guards report their own verdicts
+            decision = "block"
+        elif status == "failed" and "gen_ai.guardrail.error.type" not in attrs:
+            decision = "flag"
+        elif status == "passed":
+            decision = "allow"
+        else:
+            return []  # the guard itself failed, which says nothing about the content
         return [Verdict(decision, target, None, _hit("guardrail", "traceloop", name, decision, target, attrs, None))]
     # An OpenInference GUARDRAIL span: no verdict attribute; the OpenAI Agents SDK's tripwire is reported
     # on the halted turn (tripwire_names), an error status is the guardrail raising (a refusal).

@@ -215,11 +215,17 @@ def _guarded_call(guard: SpanView, target: Optional[str], calls: List[SpanView],
                   by_span: Dict[int, Dict[str, Any]]) -> Optional[Dict[str, Any]]:  # fmt: skip
     """The record of the call a guardrail span guarded, among this batch's calls of its trace."""
 
-    def own(call: SpanView) -> bool:  # a guardrail's own model call (a self-check) runs inside it
-        return any(g.trace_id == call.trace_id and g.start_ns <= call.start_ns and call.end_ns <= g.end_ns
-                   for g in guards)  # fmt: skip
+    def inside(call: SpanView, g: SpanView) -> bool:
+        return g.trace_id == call.trace_id and g.start_ns <= call.start_ns and call.end_ns <= g.end_ns
 
-    candidates = [call for call in calls if call.trace_id == guard.trace_id and not own(call)]
+    wrappers = {g.span_id: g for g in guards if g.attributes.get(guardrails.OPERATION) == guardrails.WRAPPING_GUARDRAIL}
+    wrapper = wrappers.get(guard.span_id) or wrappers.get(guard.parent_span_id)  # type: ignore[arg-type]
+    if wrapper is not None:  # it guards the call it encloses (the last, if it retried)
+        enclosed = max((call for call in calls if inside(call, wrapper)), key=lambda call: call.end_ns, default=None)
+        return by_span[enclosed.span_id] if enclosed is not None else None
+    # A guardrail's own model call (a self-check) runs inside it: never the call it guards.
+    candidates = [call for call in calls if call.trace_id == guard.trace_id
+                  and not any(inside(call, g) for g in guards if g.span_id not in wrappers)]  # fmt: skip
     if target != "output":
         after = next((call for call in candidates if call.start_ns >= guard.start_ns), None)
         if after is not None:

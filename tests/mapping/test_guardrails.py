@@ -203,11 +203,24 @@ def test_guardrails_ai_validators(on_fail: str, outcome: str, status: str, decis
     assert record["policy_hits"][0]["raw"]["validator.on_fail"] == on_fail
 
 
-@pytest.mark.parametrize("status, expected", [("FAILED", "blocked"), ("PASSED", "ok")])
-def test_traceloop_guardrail(status: str, expected: str) -> None:
-    guard = {"gen_ai.guardrail.name": "toxicity", "gen_ai.guardrail.status": status}
-    record = only(mapped(span(2, None, guard, 10, 20, name="toxicity.guardrail"), span(1, None, CHAT, 30, 60)))
-    assert record["status"] == expected and record["policy_hits"][0]["name"] == "toxicity"
+@pytest.mark.parametrize("guard_status, raised, status, decision", [
+    ("FAILED", False, "ok", "flag"),  # on_failure logged or returned a fallback: the spans cannot tell which
+    ("FAILED", True, "blocked", "block"),  # on_failure raised out of the guardrail span
+    ("PASSED", False, "ok", "allow"),
+])  # fmt: skip
+def test_traceloop_guardrail_wraps_the_call_it_guards(guard_status: str, raised: bool, status: str, decision: str) -> None:
+    """Traceloop SDK (traceloop/sdk/guardrail/guardrail.py): ``{name}.guardrail`` (operation guardrail.run)
+    runs the guarded function inside it, then one ``{guard}.guard`` span (operation guard) per guard."""
+    wrapper = {"gen_ai.operation.name": "guardrail.run", "gen_ai.guardrail.name": "email", "gen_ai.guardrail.status":
+               guard_status, "gen_ai.guardrail.duration": 12.5, "gen_ai.guardrail.guard_count": 1}  # fmt: skip
+    guard = {"gen_ai.operation.name": "guard", "gen_ai.guardrail.name": "toxicity_detector",
+             "gen_ai.guardrail.status": guard_status, "gen_ai.guardrail.input": '{"text": "..."}'}  # fmt: skip
+    views = [span(3, 1, CHAT, 10, 40, name="openai.chat"), span(2, 1, guard, 45, 55, name="toxicity_detector.guard"),
+             span(1, None, wrapper, 0, 60, name="email.guardrail", status="ERROR" if raised else "UNSET")]  # fmt: skip
+    record = only(mapped(*views))
+    assert (record["status"], record["final_decision"], record["total_tokens"]) == (status, decision, 15)
+    assert [hit["name"] for hit in record["policy_hits"]] == ["toxicity_detector"] + (["email"] if raised else [])
+    assert "gen_ai.guardrail.input" not in record["policy_hits"][0]["raw"], "guard inputs are content: never copied"
 
 
 def test_agents_sdk_input_guardrail_pass_and_tripwire() -> None:
