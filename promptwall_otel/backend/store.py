@@ -352,6 +352,10 @@ class EventStore:
     ) -> Tuple[List[Dict[str, Any]], Optional[str]]:
         """Newest first, one page, and the cursor of the next (None at the end).
 
+        The admin (``app`` None) reads each App's page through its indexes and
+        merges them (one ordering over all Apps has no index: it sorted every
+        event, 5.9 s at 1.8M).
+
         ``metadata`` filters on top-level metadata keys, compared as text;
         each key must be a valid JSON path label (:func:`json_path`). A page
         filtered only on fields without an index (provider, use case, status
@@ -359,9 +363,36 @@ class EventStore:
         start: it may then hold fewer than ``limit`` events and still have a
         next cursor, which reads on from where this page stopped looking.
         """
+        filters = dict(session_id=session_id, end_user_id=end_user_id, model=model, metadata=metadata,
+                       provider=provider, status=status, use_case=use_case)  # fmt: skip
+        position = _decode_cursor(cursor) if cursor is not None else None
+        if app is not None:
+            rows, more = self._recent_rows(app, limit, position, **filters)  # type: ignore[arg-type]
+            return [event for _, event, _ in rows], _encode_position(more) if more else None
+        pages = [self._recent_rows(name, limit, position, **filters) for name in self.apps()]  # type: ignore[arg-type]
+        # Each App's page holds every one of its events from its start down to ``more`` (where it stopped
+        # looking): events at or above the highest ``more`` of any App are complete across Apps.
+        cut = max((more for _, more in pages if more is not None), default=None)
+        merged = sorted((row for rows, _ in pages for row in rows if cut is None or row[0] >= cut),
+                        key=lambda row: row[0], reverse=True)  # fmt: skip
+        events: List[Dict[str, Any]] = []
+        size = 0
+        for index, (_, event, row_size) in enumerate(merged):
+            if len(events) == limit or (events and size >= MAX_PAGE_BYTES):
+                return events, _encode_position(merged[index - 1][0])
+            events.append(event)
+            size += row_size
+        return events, _encode_position(cut) if cut is not None else None
+
+    def _recent_rows(
+        self, app: str, limit: int, position: Optional[Tuple[str, int]], session_id: Optional[str],
+        end_user_id: Optional[str], model: Optional[str], metadata: Optional[Mapping[str, str]],
+        provider: Optional[str], status: Optional[str], use_case: Optional[str],
+    ) -> Tuple[List[Tuple[Tuple[str, int], Dict[str, Any], int]], Optional[Tuple[str, int]]]:  # fmt: skip
+        """One App's page below ``position``: (position, event, size) rows, and where it stopped looking if not at the end."""
         where, params = _scope(app)
-        if cursor is not None:
-            started_at, seq = _decode_cursor(cursor)
+        if position is not None:
+            started_at, seq = position
             # The plain range term lets SQLite seek the index to the cursor; it cannot seek on the OR.
             where.append("started_at <= ? AND (started_at < ? OR (started_at = ? AND seq < ?))")
             params.extend((started_at, started_at, started_at, seq))
@@ -390,10 +421,10 @@ class EventStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started_at DESC, seq DESC LIMIT ?"
         params.append(limit + 1)
-        events, next_cursor = self._page(sql, params, limit)
-        if bound is not None and next_cursor is None:  # stopped looking at the bound, not at the end
-            next_cursor = _encode_cursor(bound)
-        return events, next_cursor
+        rows, more = self._page_rows(sql, params, limit)
+        if bound is not None and more is None:  # stopped looking at the bound, not at the end
+            more = (bound["started_at"], bound["seq"])
+        return rows, more
 
     def session(
         self, app: Optional[str], session_id: str, limit: int = 1000, cursor: Optional[str] = None
@@ -411,12 +442,13 @@ class EventStore:
         return self._page(sql, params, limit)
 
     def event(self, app: Optional[str], request_id: str) -> Optional[Dict[str, Any]]:
-        """One stored event by its ``request_id`` within ``app`` (the admin: the newest of that id in any App)."""
-        where, params = _scope(app)
-        where.append("request_id = ?")
-        params.append(request_id)
-        rows = self._query(f"SELECT * FROM app_events WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT 1", params)
-        return _event_from_row(rows[0]) if rows else None
+        """One stored event by its ``request_id`` within ``app`` (the admin: the newest of that id in any App).
+
+        The admin looks in each App through ``(app, request_id)``: no index has the id alone.
+        """
+        rows = [row for name in ([app] if app is not None else self.apps())
+                for row in self._query("SELECT * FROM app_events WHERE app = ? AND request_id = ?", (name, request_id))]
+        return _event_from_row(max(rows, key=lambda row: row["seq"])) if rows else None
 
     def apps(self) -> List[str]:
         """The Apps that have events, by name (the admin's App picker)."""
@@ -465,22 +497,26 @@ class EventStore:
         return {**totals, **percentiles, "by_model": by_model, "decisions": decisions, "series": series}
 
     def _page(self, sql: str, params: List[Any], limit: int) -> Tuple[List[Dict[str, Any]], Optional[str]]:
-        events: List[Dict[str, Any]] = []
-        size = 0
-        next_cursor: Optional[str] = None
+        rows, more = self._page_rows(sql, params, limit)
+        return [event for _, event, _ in rows], _encode_position(more) if more else None
+
+    def _page_rows(self, sql: str, params: List[Any], limit: int
+                   ) -> Tuple[List[Tuple[Tuple[str, int], Dict[str, Any], int]], Optional[Tuple[str, int]]]:  # fmt: skip
+        """Up to ``limit`` rows (position, event, size), bounded in bytes, and the last one's position if more follow."""
+        found: List[Tuple[Tuple[str, int], Dict[str, Any], int]] = []
+        total = 0
+        more: Optional[Tuple[str, int]] = None
         with self._reading() as conn:
             rows = conn.execute(sql, tuple(params))
-            last: Optional[sqlite3.Row] = None
             for row in rows:
-                if len(events) == limit or (events and size >= MAX_PAGE_BYTES):
-                    next_cursor = _encode_cursor(last)  # type: ignore[arg-type]
+                if len(found) == limit or (found and total >= MAX_PAGE_BYTES):
+                    more = found[-1][0]
                     break
-                event = _event_from_row(row)
-                size += sum(len(v) for v in (row["prompt"], row["answer"], *(row[c] for c in _JSON_COLUMNS)) if v) + 1024
-                events.append(event)
-                last = row
+                size = sum(len(v) for v in (row["prompt"], row["answer"], *(row[c] for c in _JSON_COLUMNS)) if v) + 1024
+                found.append(((row["started_at"], row["seq"]), _event_from_row(row), size))
+                total += size
             rows.close()
-        return events, next_cursor
+        return found, more
 
     def sessions(self, app: Optional[str], limit: int = 50) -> List[Dict[str, Any]]:
         """Conversations, most recently active first, with their totals (from ``app_sessions``)."""
@@ -678,8 +714,8 @@ def _exact(row: Dict[str, Any]) -> Dict[str, Any]:
     return row
 
 
-def _encode_cursor(row: sqlite3.Row) -> str:
-    raw = orjson.dumps([row["started_at"], row["seq"]])
+def _encode_position(position: Tuple[str, int]) -> str:
+    raw = orjson.dumps(list(position))
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 

@@ -244,3 +244,40 @@ def test_a_filter_without_an_index_reads_a_bounded_slice_and_pages_on(monkeypatc
             assert found == [f"e{i}" for i in (33, 23, 13, 3)], filters
             assert pages >= 40 // 7, "each page stopped looking after SCAN_ROWS events"
         store.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])  # fmt: skip
+@given(batches=batches, limit=st.integers(1, 5), scan_rows=st.integers(1, 12),
+       provider=st.sampled_from([None, "openai"]))  # fmt: skip
+def test_the_admins_pages_merge_every_apps_events_in_order_once(batches: List[tuple], limit: int, scan_rows: int,
+                                                                 provider: Optional[str]) -> None:  # fmt: skip
+    import promptwall_otel.backend.store as store_module
+
+    saved, store_module.SCAN_ROWS = store_module.SCAN_ROWS, scan_rows
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = str(Path(tmp) / "events.db")
+            store = EventStore(path)
+            for app, raw in batches:
+                store.insert([apply_defaults(event) for event in raw], app)
+            conn = sqlite3.connect(path)
+            expected = [tuple(row) for row in conn.execute(
+                "SELECT app, request_id FROM app_events WHERE ? IS NULL OR provider = ? ORDER BY started_at DESC, seq DESC",
+                (provider, provider))]  # fmt: skip
+            newest = dict(conn.execute("SELECT request_id, app FROM app_events ORDER BY seq"))
+            conn.close()
+            found, cursor = [], None
+            for _ in range(1000):
+                page, cursor = store.recent(None, limit, cursor, provider=provider)
+                assert len(page) <= limit
+                found += [(event["app"], event["request_id"]) for event in page]
+                if cursor is None:
+                    break
+            assert found == expected
+            for request_id, app in newest.items():
+                event = store.event(None, request_id)
+                assert event is not None and event["app"] == app, "the admin sees the newest event of an id"
+            store.close()
+    finally:
+        store_module.SCAN_ROWS = saved
