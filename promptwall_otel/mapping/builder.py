@@ -216,8 +216,9 @@ def classify(view: SpanView) -> Classification:
         return Classification(SpanClass.CONTEXT, ai_operation, "vercel")
     if logfire.is_agent_run(attrs):
         return Classification(SpanClass.AGGREGATE, "invoke_agent", "logfire")
-    if first(attrs, _MODEL_KEYS) is not None:
-        # 1.26 spans, Logfire's instrument_openai, ADK call_llm: a model and no explicit kind.
+    if first(attrs, _MODEL_KEYS) is not None and not guardrails.is_guardrail(attrs):
+        # 1.26 spans, Logfire's instrument_openai, ADK call_llm: a model and no explicit kind (a guardrail
+        # span that names the model it checked with is still a guardrail: never billed).
         dialect = "logfire" if logfire.REQUEST_DATA in attrs else "semconv"
         return Classification(SpanClass.INFERENCE, "chat", dialect)
     return Classification(SpanClass.CONTEXT, None, "semconv")

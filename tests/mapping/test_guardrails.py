@@ -436,3 +436,18 @@ def test_azure_content_filter_refusing_the_request_is_blocked_and_keeps_the_erro
     assert record["policy_hits"][0]["source"] == "error"
     other = span(1, None, {**CHAT, "error.type": "BadRequestError"}, 0, 10, status="ERROR", message="Error code: 400 - bad model")
     assert only(mapped(other))["status"] == "error"
+
+
+@pytest.mark.parametrize("attrs", [
+    {"rail.type": "input", "rail.name": "self check input", "rail.stop": False, "gen_ai.request.model": "gpt-4o-mini",
+     "gen_ai.usage.input_tokens": 40, "gen_ai.usage.output_tokens": 1},
+    {"openinference.span.kind": "GUARDRAIL", "llm.model_name": "gpt-4o-mini", "llm.token_count.prompt": 40,
+     "llm.token_count.completion": 1},
+    {"openinference.span.kind": "EVALUATOR", "llm.model_name": "gpt-4o-mini", "llm.token_count.prompt": 40},
+    {**RUN_DENY, "gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.input_tokens": 40},
+    {"gen_ai.operation.name": "guard", "gen_ai.guardrail.name": "toxicity", "gen_ai.guardrail.status": "PASSED",
+     "gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.input_tokens": 40},
+])  # fmt: skip
+def test_a_guardrail_or_evaluator_span_carrying_usage_is_never_billed(attrs: Dict[str, Any]) -> None:
+    records = mapped(span(1, None, CHAT, 0, 10), span(2, None, attrs, 20, 30, name="guard"))
+    assert billed(records) == 15 and all(r["metadata"]["otel"]["span_name"] != "guard" for r in records)
