@@ -117,10 +117,64 @@ def variant_provider(variant: str, spans: int, url: str) -> Any:
     return trace.get_tracer_provider()
 
 
+def finished_spans(spans: int) -> List[Any]:
+    """``spans`` ended GenAI chat spans (the loop's), as the SDK hands them to an exporter."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    collected = InMemorySpanExporter()
+    provider = provider_with(SimpleSpanProcessor(collected))
+    loop(provider.get_tracer("bench"), spans, True)
+    return list(collected.get_finished_spans())
+
+
+def export_throughput(variant: str, spans: int, url: str) -> Dict[str, float]:
+    """One exporter alone over the same finished spans, in the SDK's batches of 512, to its sink (another process).
+
+    ``x_ours``: ``encode_spans`` + ``offer`` per batch, what ``export`` does (its sending thread posts, gzip,
+    meanwhile); ``x_otlp``: ``OTLPSpanExporter.export`` per batch (encode, post, wait for the answer).
+    ``export_cpu_us``: the CPU the export calls take on the calling thread, per span (the SDK's export
+    thread; a stable figure on a loaded machine, unlike wall time);
+    ``export_per_s``: spans per second of the export calls, what the SDK's export thread waits for;
+    ``delivered_per_s``: spans per second until the sink has them all (ours: after a final flush);
+    ``cpu_us``: the exporting process's CPU per span over the whole run, every thread included.
+    """
+    finished = finished_spans(spans)
+    batches = [finished[index:index + 512] for index in range(0, len(finished), 512)]
+    if variant == "x_ours":
+        from promptwall_otel import PromptWallSpanExporter
+
+        ours = PromptWallSpanExporter(api_key=KEY, base_url=url, spool_dir=tempfile.mkdtemp())
+
+        def export(batch: List[Any]) -> None:
+            ours.offer(ours.encode_spans(batch))
+
+        def deliver() -> None:
+            ours.force_flush(120_000)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        export = OTLPSpanExporter(endpoint=url).export
+
+        def deliver() -> None:
+            pass  # each export call waited for its answer
+    cpu, start, thread = time.process_time(), time.perf_counter(), time.thread_time()
+    for batch in batches:
+        export(batch)
+    exported, thread = time.perf_counter(), time.thread_time() - thread
+    deliver()
+    delivered, cpu = time.perf_counter(), time.process_time() - cpu
+    return {"export_cpu_us": thread / spans * 1e6, "export_per_s": spans / (exported - start),
+            "delivered_per_s": spans / (delivered - start), "cpu_us": cpu / spans * 1e6}  # fmt: skip
+
+
 def child(variant: str, spans: int, genai: bool, url: str) -> None:
     """One measurement in a fresh process: prints µs per span."""
     if variant == "ac":
         print(json.dumps(alternating(spans, url)))
+        return
+    if variant.startswith("x_"):
+        print(json.dumps(export_throughput(variant, spans, url)))
         return
     provider = variant_provider(variant, spans, url)
     result: Dict[str, Any] = {"us": timed(provider, spans, genai)}
@@ -189,7 +243,8 @@ def on_end_percentiles(spans: int, url: str, stock: bool = False) -> Dict[str, f
 
 
 def measure(variant: str, spans: int, genai: bool, url: str) -> Any:
-    """Run one variant in a child process (under opentelemetry-instrument for (d)): µs per span, or for "ac" a dict."""
+    """Run one variant in a child process (under opentelemetry-instrument for (d)): µs per span, or for "ac"
+    and the export-throughput variants ("x_…") a dict."""
     env = dict(os.environ, OTEL_METRICS_EXPORTER="none")
     command = [sys.executable, __file__, "--child", variant, "--spans", str(spans), "--url", url]
     if genai:
@@ -203,7 +258,7 @@ def measure(variant: str, spans: int, genai: bool, url: str) -> Any:
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return result if variant == "ac" else float(result["us"])
+    return result if variant == "ac" or variant.startswith("x_") else float(result["us"])
 
 
 def count_stored(url: str) -> int:
