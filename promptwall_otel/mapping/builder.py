@@ -52,6 +52,8 @@ GENAI_MARKERS = frozenset({
     *guardrails.GUARDRAIL_MARKERS,  # guardrail spans without GenAI keys (NeMo rails, Guardrails AI validators)
 })  # fmt: skip
 
+assert {openinference.SPAN_KIND, semconv.OPERATION} <= GENAI_MARKERS  # classify relies on it
+
 _MODEL_KEYS = semconv.RESPONSE_MODEL + openinference.MODEL + vercel.MODEL + semconv.REQUEST_MODEL \
     + openinference.REQUEST_MODEL + vercel.REQUEST_MODEL + logfire.MODEL  # fmt: skip
 _REQUEST_MODEL_KEYS = semconv.REQUEST_MODEL + openinference.REQUEST_MODEL + vercel.REQUEST_MODEL
@@ -171,8 +173,7 @@ def is_genai_span(span: Any) -> bool:
 def classify(view: SpanView) -> Classification:
     """What kind of GenAI span this is, decided by the first dialect that says so explicitly."""
     attrs = view.attributes
-    if not is_genai(attrs):
-        return _NOT_GENAI
+    # Both explicit kinds are GenAI markers: tested before the marker scan, which the usual call would repeat.
     kind = attrs.get(openinference.SPAN_KIND)
     if kind is not None:
         kind = str(kind).upper()
@@ -192,6 +193,8 @@ def classify(view: SpanView) -> Classification:
         if operation in semconv.AGGREGATE_OPERATIONS:
             return Classification(SpanClass.AGGREGATE, operation, dialect)
         return Classification(SpanClass.CONTEXT, operation, dialect)
+    if not is_genai(attrs):
+        return _NOT_GENAI
     request_type = attrs.get(openllmetry.REQUEST_TYPE)
     if request_type is not None:
         request_type = str(request_type)
@@ -765,6 +768,10 @@ def _fill_content(event: Dict[str, Any], gen_ai: Dict[str, Any], view: SpanView,
         gen_ai["content_truncated"] = truncated
 
 
+_scope_labels: Dict[Tuple[str, Optional[str]], str] = {}
+"""Instrumentation scope → its label in ``metadata.otel.scope``: a handful per process, every span one of them."""
+
+
 def _otel_metadata(view: SpanView, dialect: str, facts: _ResourceFacts) -> Dict[str, Any]:
     otel: Dict[str, Any] = {
         "trace_id": f"{view.trace_id:032x}",
@@ -776,7 +783,14 @@ def _otel_metadata(view: SpanView, dialect: str, facts: _ResourceFacts) -> Dict[
     if view.parent_span_id:
         otel["parent_span_id"] = f"{view.parent_span_id:016x}"
     if view.scope_name:
-        otel["scope"] = repair(f"{view.scope_name}@{view.scope_version}" if view.scope_version else view.scope_name)
+        scope = (view.scope_name, view.scope_version)
+        label = _scope_labels.get(scope)
+        if label is None:
+            label = repair(f"{view.scope_name}@{view.scope_version}" if view.scope_version else view.scope_name)
+            if len(_scope_labels) >= 256:
+                _scope_labels.clear()
+            _scope_labels[scope] = label
+        otel["scope"] = label
     if facts.otel:
         otel["resource"] = dict(facts.otel)
     return otel

@@ -309,7 +309,10 @@ def messages_from(value: Any, default_role: str = "user") -> List[Message]:
         return []
     out: List[Message] = []
     for item in parsed:
-        if isinstance(item, dict):
+        if type(item) is dict and "parts" in item and "content" not in item and "type" not in item \
+                and "object" not in item:  # the conventions' message, the usual: no other shape has parts alone
+            out.append(from_parts_message(item, default_role))
+        elif isinstance(item, dict):
             if is_response(item):
                 out.append(response_message(item))
             elif _is_one_of(item.get("type"), _RESPONSE_ITEMS):
