@@ -57,6 +57,7 @@ _KEY_FILE = "tenant.key"
 _LINEAGE_SPANS = 50_000  # parent links remembered, oldest first forgotten: ~3 s at 16,000 spans/s (the wait is 2 s)
 _INHERITED_RANK = {attribute: rank for rank, attribute in enumerate(INHERITED_KEYS)}
 _NOTHING_INHERITED = Inherited()
+_SEND_LINGER_S = 0.05  # requests bring ~100 spans; a request to the backend of 500 costs ~3 µs less per record
 _SPANS_PER_TICK = 500  # one request to the backend, ~2 MB of records with content: under the high-water mark (4 MiB)
 
 
@@ -176,7 +177,7 @@ class ReceiverCore:
             client = EventsClient(self.endpoint, key, timeout_s=self.timeout_s, compression=self.compression)
             worker = self._workers[key] = SendingWorker(
                 client, Spool(str(folder), self.spool_max_bytes), self.stats,
-                max_buffer_bytes=self.max_buffer_bytes, name="promptwall-receiver-send",
+                max_buffer_bytes=self.max_buffer_bytes, name="promptwall-receiver-send", linger_s=_SEND_LINGER_S,
             )  # fmt: skip
         return worker
 

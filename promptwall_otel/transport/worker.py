@@ -83,8 +83,13 @@ class SendingWorker:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         api_key_env: str = "PROMPTWALL_API_KEY",
         name: str = "promptwall-send",
+        linger_s: float = 0.0,
     ) -> None:
         self.client = client
+        # A batch smaller than a request's worth waits up to this long for more records: each request
+        # costs ~1 ms of CPU whatever its size (the receiver, which offers 100 records at a time, sets
+        # it). 0 sends at once; flush() and close() never wait for it.
+        self.linger_s = linger_s
         self.store = store
         self.stats = stats
         self.max_batch_bytes = max_batch_bytes
@@ -114,6 +119,8 @@ class SendingWorker:
         self._canary: Optional[bytes] = None  # a record the backend stored: re-sending it is a harmless probe
         self._pressure_at = float("-inf")
         self._pressure = False
+        self._buffered_since = 0.0  # when the buffer last went from empty to not
+        self._flushing = 0  # flush() calls in progress: no lingering meanwhile
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
@@ -128,6 +135,8 @@ class SendingWorker:
             return
         spill: List[bytes] = []
         with self._cond:
+            if not self._buffer:
+                self._buffered_since = time.monotonic()
             self._buffer.extend(lines)
             self._buffer_bytes += sum(len(line) + 1 for line in lines)
             if self._buffer_bytes > self.max_buffer_bytes:
@@ -165,19 +174,23 @@ class SendingWorker:
         """
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            self._down_until = min(self._down_until, time.monotonic())
-            self._store_has_work = True
-            self._suspects_only = False
-            self._retry_at.clear()
-            self._cond.notify_all()
-            while not self._closed:
-                if not self._busy and self._next_kind(time.monotonic()) is None:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.1))
-            return not self._buffer and not self._store_has_work
+            self._flushing += 1
+            try:
+                self._down_until = min(self._down_until, time.monotonic())
+                self._store_has_work = True
+                self._suspects_only = False
+                self._retry_at.clear()
+                self._cond.notify_all()
+                while not self._closed:
+                    if not self._busy and self._next_kind(time.monotonic()) is None:
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(min(remaining, 0.1))
+                return not self._buffer and not self._store_has_work
+            finally:
+                self._flushing -= 1
 
     def close(self, timeout_s: float) -> None:
         """Flush within ``timeout_s``; then whatever is buffered or in flight goes to the spool."""
@@ -248,11 +261,16 @@ class SendingWorker:
         if self._buffer:
             if down:
                 return "spill"
-            if not (self._prefer_store and self._store_due(now)):
+            if not (self._prefer_store and self._store_due(now)) and not self._lingering(now):
                 return "live"
         if not down and self._store_due(now):
             return "store"
         return None
+
+    def _lingering(self, now: float) -> bool:
+        """A partial batch that may still wait for more records (caller holds the lock)."""
+        return bool(self.linger_s) and not self._flushing and len(self._buffer) < MAX_BATCH \
+            and self._buffer_bytes < self.max_batch_bytes and now < self._buffered_since + self.linger_s  # fmt: skip
 
     def _store_due(self, now: float) -> bool:
         if not self._store_has_work and now - self._store_checked_at > _RESCAN_S:
@@ -265,6 +283,8 @@ class SendingWorker:
 
     def _idle_wait(self, now: float) -> Optional[float]:
         waits = [_RESCAN_S]
+        if self._buffer and self.linger_s:
+            waits.append(self._buffered_since + self.linger_s - now)
         if self._store_has_work or self._buffer:
             if now < self._down_until:
                 waits.append(self._down_until - now)
