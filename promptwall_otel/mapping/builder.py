@@ -343,7 +343,9 @@ def _request_params(attrs: Mapping[str, Any], plan: KeyPlan, dialect: str) -> Di
     params = {}
     for key, name in plan.named:
         value = attrs[key]
-        params[name] = value if type(value) is int or (type(value) is str and value.isascii()) else json_safe(value)
+        kind = type(value)
+        params[name] = value if kind is int or (kind is str and value.isascii()) \
+            or (kind is float and value - value == 0) else json_safe(value)  # x - x is 0 exactly when x is finite
     if dialect == "openinference":
         for name, value in openinference.invocation_parameters(attrs).items():
             if name not in ("model", "messages", "tools") and not isinstance(value, (dict, list)):

@@ -36,8 +36,10 @@ def content(value: Any) -> str:
 class KeyPlan(NamedTuple):
     """What one set of attribute keys holds for the mapping, worked out once per set."""
 
+    single: Tuple[Tuple[str, str], ...]
+    """(field, key) for every field with exactly one of its source keys present (most fields of most spans)."""
     fields: Tuple[Tuple[str, Tuple[str, ...]], ...]
-    """(field, its source keys present, in priority order) for every field with a source present."""
+    """(field, its source keys present, in priority order) for every field with several present."""
     named: Tuple[Tuple[str, str], ...]
     """(key, name) for the present keys of ``Lookup(names=...)``."""
     prefixed: Tuple[Tuple[str, str], ...]
@@ -80,11 +82,9 @@ class Lookup:
 
     def _make_plan(self, keys: Tuple[str, ...]) -> KeyPlan:
         present = set(keys)
-        fields = tuple(
-            (field, found) for field, found in
-            ((field, tuple(key for key in sources if key in present)) for field, sources in self.sources.items())
-            if found
-        )  # fmt: skip
+        every = [(field, tuple(key for key in sources if key in present)) for field, sources in self.sources.items()]
+        single = tuple((field, found[0]) for field, found in every if len(found) == 1)
+        fields = tuple((field, found) for field, found in every if len(found) > 1)
         named = tuple((key, self._names[key]) for key in keys if key in self._names)
         prefixed = []
         if self._prefixes:
@@ -92,12 +92,17 @@ class Lookup:
                 if isinstance(key, str) and key.startswith(self._prefixes) and key not in self._exclude:
                     prefix = next(p for p in self._prefixes if key.startswith(p))
                     prefixed.append((key, key[len(prefix):]))
-        return KeyPlan(fields, named, tuple(prefixed))
+        return KeyPlan(single, fields, named, tuple(prefixed))
 
     def resolve(self, attributes: Mapping[str, Any], plan: Optional[KeyPlan] = None) -> Dict[str, Any]:
         """Field → the value of its first source key present and not empty."""
-        found: Dict[str, Any] = {}
-        for field, keys in (plan or self.plan(attributes)).fields:
+        plan = plan or self.plan(attributes)
+        # One source present: taken in one comprehension, the rare empty values dropped after (C-level scans).
+        found: Dict[str, Any] = {field: attributes[key] for field, key in plan.single}
+        values = found.values()
+        if None in values or "" in values:
+            found = {field: value for field, value in found.items() if value is not None and value != ""}
+        for field, keys in plan.fields:
             for key in keys:
                 value = attributes[key]
                 if value is not None and value != "":
