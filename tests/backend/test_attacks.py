@@ -39,11 +39,16 @@ def api(server: ServerProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-def served_within_a_second(server: ServerProcess) -> None:
+# "Served meanwhile", not a speed figure: a server stalled by the attack answers only after its 10 s
+# header or 30 s body timeout (or never), while a loaded 2-core CI machine may take a second or two.
+SERVED_PROMPTLY_S = 5.0
+
+
+def served_promptly(server: ServerProcess) -> None:
     started = time.monotonic()
     response = httpx.post(server.url + "/v1/events", json={"request_id": uid()}, headers={"X-API-Key": KEY}, timeout=5)
     assert response.status_code == 200
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < SERVED_PROMPTLY_S
 
 
 def test_chunked_body_is_accepted(server: ServerProcess) -> None:
@@ -61,7 +66,7 @@ def test_idle_sockets_past_the_fd_limit_do_not_lock_clients_out(server: ServerPr
     try:
         for _ in range(700):
             sockets.append(socket.create_connection((host, int(port)), timeout=5))
-        served_within_a_second(server)
+        served_promptly(server)
     finally:
         for sock in sockets:
             sock.close()
@@ -94,7 +99,7 @@ def test_body_shorter_than_its_content_length_gets_408_and_holds_nothing(server:
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"X-API-Key: " + KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n{\"request_id\"")  # fmt: skip
-        served_within_a_second(server)  # meanwhile
+        served_promptly(server)  # meanwhile
         status, headers, body = read_response(sock)
     assert status == 408 and headers.get("connection") == "close" and json.loads(body)["ok"] is False
 
@@ -108,7 +113,7 @@ def test_many_slow_bodies_do_not_stop_normal_clients(server: ServerProcess) -> N
             sock.sendall(post_bytes("/v1/events", b"", headers=["Content-Type: application/json", f"X-API-Key: {KEY}"])
                          .replace(b"Content-Length: 0", b"Content-Length: 99999"))  # fmt: skip
             sockets.append(sock)
-        served_within_a_second(server)
+        served_promptly(server)
     finally:
         for sock in sockets:
             sock.close()

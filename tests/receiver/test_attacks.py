@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from promptwall_otel.backend import LocalBackend
 from promptwall_otel.cli import RECEIVER_READY_PREFIX
+from tests.backend.test_attacks import SERVED_PROMPTLY_S
 from tests.conftest import API_KEY
 from tests.receiver.test_receiver import chat_request, wait_for
 from tests.servers import ServerProcess, chunked, raw_exchange, read_response
@@ -74,7 +75,7 @@ def test_slow_body_is_408_and_others_are_served(receiver: ServerProcess) -> None
                      b"X-API-Key: k\r\nContent-Length: 500\r\n\r\n\x0a")  # fmt: skip
         started = time.monotonic()
         assert post(receiver.url, b"").status_code == 200
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < SERVED_PROMPTLY_S
         assert read_response(sock)[0] == 408
 
 
@@ -100,7 +101,7 @@ def test_memory_is_bounded_under_concurrent_gzip_expansion(receiver: ServerProce
         served_in = time.monotonic() - started
         statuses: List[int] = [future.result().status_code for future in futures]
     assert set(statuses) <= {200, 503} and 200 in statuses, statuses
-    assert normal.status_code == 200 and served_in < 1.0
+    assert normal.status_code == 200 and served_in < SERVED_PROMPTLY_S
     peak = receiver.rss_mib(peak=True)
     print(f"receiver RSS before {before:.0f} MiB, peak {peak:.0f} MiB, statuses {sorted(statuses)}")
     assert peak < 600
