@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import httpx
 
-from . import config, doctor, spool_command
+from . import config, doctor, promptetheus, spool_command
 from .backend.process import CONSOLE_PREFIX, READY_PREFIX
 from .version import __version__
 
@@ -123,6 +123,7 @@ def _run_receiver(args: argparse.Namespace, forward_to: str, api_key: Optional[s
         correlation_wait_s=args.correlation_wait,
         spool_root=args.spool_dir,
         mapping=config.mapping_options(mode=args.mode),
+        promptetheus=promptetheus.Settings.resolve() if args.promptetheus else None,
         limits=_limits(args),
         compression=args.forward_compression,
     ).start()
@@ -346,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
                              help="seconds a span waits for its content logs and ancestors")
         command.add_argument("--spool-dir", help="where undeliverable records wait, one folder per key inside "
                                                  f"(default: {config.cache_dir() / 'receiver'})")
+        command.add_argument("--promptetheus", action="store_true",
+                             default=promptetheus.TARGET in (config.env_str(config.ENV_TARGETS) or "").lower(),
+                             help="also forward every call, as a one-step run, to Promptetheus ($PROMPTETHEUS_API_URL, "
+                                  "$PROMPTETHEUS_API_KEY, $PROMPTETHEUS_PROJECT_ID; on when $PROMPTWALL_TARGETS lists "
+                                  "promptetheus)")
         command.add_argument("--mode", default="vendor", choices=["vendor", "sdk", "ingest"],
                              help="the events' mode (default vendor: from someone else's pipeline)")
         command.add_argument("--forward-compression", default="auto", choices=["auto", "gzip", "none"],

@@ -136,16 +136,14 @@ class PromptWallSpanExporter(SpanExporter):
             line = self.encoder if self.encoder.validate else encode
             self.outlets.append(Outlet(config.TARGET_PROMPTWALL, line, self.worker, self.stats))
         if promptetheus.TARGET in self.targets:
-            project = promptetheus_project_id or config.env_str(promptetheus.ENV_PROJECT)
-            client = PromptetheusClient(
-                promptetheus_url or config.env_str(promptetheus.ENV_URL) or promptetheus.DEFAULT_URL,
-                promptetheus_api_key or config.env_str(promptetheus.ENV_KEY),
-                timeout_s=timeout or config.env_float(config.ENV_TIMEOUT, 10.0),
-            )
+            settings = promptetheus.Settings.resolve(promptetheus_url, promptetheus_api_key, promptetheus_project_id)
+            client = PromptetheusClient(settings.url, settings.api_key,
+                                        timeout_s=timeout or config.env_float(config.ENV_TIMEOUT, 10.0))  # fmt: skip
             stats = ExportStats()
             # Its own folder inside the spool folder: a run is not a /v1/events record.
             worker = worker_for(client, str(Path(directory) / promptetheus.TARGET), stats, promptetheus.ENV_KEY)
-            self.outlets.append(Outlet(promptetheus.TARGET, self._run_encoder(stats, project), worker, stats))
+            self.outlets.append(Outlet(promptetheus.TARGET, promptetheus.run_encoder(stats, settings.project_id),
+                                       worker, stats))  # fmt: skip
         self.contexts = contexts if contexts is not None else default_contexts
         self.content = content if content is not None else default_content
         self._ledger = TraceLedger()
@@ -154,20 +152,6 @@ class PromptWallSpanExporter(SpanExporter):
         self._runs = RunAssembler(self.mapping.max_run_seconds) if self.assembles_runs else None
         self._shutdown = False
         register_metrics(self.stats, meter_provider)
-
-    @staticmethod
-    def _run_encoder(stats: ExportStats, project: Optional[str]) -> Callable[[Dict[str, Any]], Optional[bytes]]:
-        """A record to its Promptetheus run, encoded; a record it cannot reshape costs that run alone."""
-
-        def encode_run(record: Dict[str, Any]) -> Optional[bytes]:
-            try:
-                return encode(promptetheus.run_of(record, project))
-            except Exception:
-                stats.add("dropped")
-                logger.exception("Promptetheus: record %s cannot be made a run; dropped", record.get("request_id"))
-                return None
-
-        return encode_run
 
     def __repr__(self) -> str:
         return f"PromptWallSpanExporter({', '.join(repr(outlet.worker) for outlet in self.outlets)})"

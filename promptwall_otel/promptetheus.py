@@ -36,11 +36,17 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+import logging
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional
 
+from . import config
 from .record import format_ns
+from .stats import ExportStats
+from .transport.encoding import encode
 
-__all__ = ["run_of"]
+__all__ = ["Settings", "run_encoder", "run_of"]
+
+logger = logging.getLogger("promptwall_otel")
 
 TARGET = "promptetheus"
 ENV_URL = "PROMPTETHEUS_API_URL"
@@ -57,6 +63,37 @@ _TYPES = {
 _GOAL_CHARS = 4096
 LATE_SEQ = 1_000_000
 """``seq`` of the first evaluation appended to a trace after its call left."""
+
+
+class Settings(NamedTuple):
+    """Where runs go: arguments win over ``PROMPTETHEUS_API_URL``, ``PROMPTETHEUS_API_KEY``, ``PROMPTETHEUS_PROJECT_ID``."""
+
+    url: str
+    api_key: Optional[str]
+    project_id: Optional[str]
+
+    @classmethod
+    def resolve(cls, url: Optional[str] = None, api_key: Optional[str] = None,
+                project_id: Optional[str] = None) -> "Settings":  # fmt: skip
+        return cls(url or config.env_str(ENV_URL) or DEFAULT_URL, api_key or config.env_str(ENV_KEY),
+                   project_id or config.env_str(ENV_PROJECT))  # fmt: skip
+
+    def __repr__(self) -> str:  # the key never reaches a repr
+        return f"Settings(url={self.url!r}, api_key={'<set>' if self.api_key else '<missing>'}, project_id={self.project_id!r})"
+
+
+def run_encoder(stats: ExportStats, project_id: Optional[str]) -> Callable[[Dict[str, Any]], Optional[bytes]]:
+    """A PromptWall record to its encoded run; a record it cannot reshape costs that run alone (counted, logged)."""
+
+    def encode_run(record: Dict[str, Any]) -> Optional[bytes]:
+        try:
+            return encode(run_of(record, project_id))
+        except Exception:
+            stats.add("dropped")
+            logger.exception("Promptetheus: record %s cannot be made a run; dropped", record.get("request_id"))
+            return None
+
+    return encode_run
 
 
 def run_of(record: Mapping[str, Any], project_id: Optional[str] = None) -> Dict[str, Any]:

@@ -47,7 +47,11 @@ from ..mapping.semconv import CHOICE_EVENT, DETAILS_EVENT, EVALUATION_EVENT, INP
 from .. import config
 from .._isolate import map_isolated
 from ..stats import ExportStats
+from ..promptetheus import ENV_KEY as ENV_PROMPTETHEUS_KEY
+from ..promptetheus import TARGET as PROMPTETHEUS
+from ..promptetheus import Settings, run_encoder
 from ..transport import EventsClient, RecordEncoder, SendingWorker, Spool
+from ..transport.promptetheus import PromptetheusClient
 from ..transport.spool import make_private_dir, write_private
 
 logger = logging.getLogger("promptwall_otel.receiver")
@@ -114,6 +118,7 @@ class ReceiverCore:
         max_tenants: int = 64,
         timeout_s: float = 10.0,
         compression: str = "auto",
+        promptetheus: Optional[Settings] = None,
     ) -> None:
         self.endpoint = endpoint
         self._api_key = api_key
@@ -149,6 +154,18 @@ class ReceiverCore:
         self._late_evaluations: Dict[str, List[LogView]] = {}
         self._workers: Dict[str, SendingWorker] = {}
         self._encoder = RecordEncoder(self.stats, validate=self.mapping.redact is not None)
+        # Every tenant's calls also go, as one-step runs, to the one Promptetheus key the operator gave
+        # (its folder has no tenant key, so the tenant replay below passes it by; its worker replays itself).
+        self.runs_stats = ExportStats()
+        self._runs: Optional[Tuple[SendingWorker, Any]] = None
+        if promptetheus is not None:
+            folder = Path(self.spool_root) / PROMPTETHEUS
+            make_private_dir(folder)
+            client = PromptetheusClient(promptetheus.url, promptetheus.api_key, timeout_s=timeout_s)
+            self._runs = (SendingWorker(client, Spool(str(folder), spool_max_bytes), self.runs_stats,
+                                        max_buffer_bytes=max_buffer_bytes, api_key_env=ENV_PROMPTETHEUS_KEY,
+                                        name="promptetheus-receiver-send", linger_s=_SEND_LINGER_S),
+                          run_encoder(self.runs_stats, promptetheus.project_id))  # fmt: skip
         self._log = RateLimitedLogger(logger)
         self._replay_spooled_tenants()
         self._closed = threading.Event()
@@ -473,6 +490,7 @@ class ReceiverCore:
                 with self._lock:
                     worker = self._worker(tenant)
                 worker.offer(self._encoder.many(follow_ups))
+                self._offer_runs(follow_ups)
         self._forward(ready)
         return sum(len(items) for items in ready.values()) >= _SPANS_PER_TICK
 
@@ -510,12 +528,20 @@ class ReceiverCore:
                 with self._lock:
                     worker = self._worker(tenant)
                 worker.offer(self._encoder.many(records))
+                self._offer_runs(records)
+
+    def _offer_runs(self, records: Sequence[Dict[str, Any]]) -> None:
+        if self._runs is not None:
+            worker, encode_run = self._runs
+            worker.offer([line for line in map(encode_run, records) if line is not None])
 
     def snapshot(self) -> Dict[str, int]:
         with self._lock:
             counters = dict(self.counters)
             counters["spans_waiting"] = len(self._pending)
         counters.update({f"records_{name}": value for name, value in self.stats.snapshot().items()})
+        if self._runs is not None:
+            counters.update({f"promptetheus_{name}": value for name, value in self.runs_stats.snapshot().items()})
         return counters
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -523,5 +549,5 @@ class ReceiverCore:
         self._closed.set()
         self._flusher.join(1.0)
         self.flush(force=True)
-        for worker in list(self._workers.values()):
+        for worker in list(self._workers.values()) + ([self._runs[0]] if self._runs is not None else []):
             worker.close(timeout_s)
