@@ -214,7 +214,9 @@ def _stage_payload(stage: Mapping[str, Any], meta: Mapping[str, Any], kind: str)
         if stage.get("summary"):
             payload["completion"] = stage["summary"]
     elif kind == "tool":
-        _copy(meta, payload, ("tool_call_id",))
+        _copy(meta, payload, ("tool_call_id", "arguments"))
+        if stage.get("summary"):
+            payload["result"] = stage["summary"]
     elif kind == "guardrail":
         _copy(meta, payload, ("status",))
     elif kind == "evaluation":

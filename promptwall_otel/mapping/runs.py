@@ -358,6 +358,13 @@ def _stage(step: Step, record: Optional[Dict[str, Any]], options: MappingOptions
         call_id = text(attrs.get("gen_ai.tool.call.id"))
         if call_id:
             meta["tool_call_id"] = call_id[:256]
+        if options.capture_content:  # the conventions' opt-in tool content, or OpenInference's input/output
+            arguments = text(attrs.get("gen_ai.tool.call.arguments") or attrs.get("input.value"))
+            result = text(attrs.get("gen_ai.tool.call.result") or attrs.get("output.value"))
+            if arguments:
+                meta["arguments"] = arguments[:_SUMMARY_CHARS]
+            if result:
+                stage["summary"] = result[:_SUMMARY_CHARS]
     stage["metadata"] = meta
     return stage
 

@@ -163,3 +163,19 @@ def test_a_late_evaluation_is_appended_to_its_calls_trace() -> None:
     assert check["type"] == "goal_check" and check["seq"] == promptetheus.LATE_SEQ and check["session_id"] == "s1"
     assert check["payload"]["passed"] is False and check["payload"]["mismatches"] == ["insult"]
     assert promptetheus.run_of(record) == run, "deterministic: a replay is the same run"
+
+
+def test_tool_arguments_and_results_travel_under_the_content_controls() -> None:
+    def scenario(tracer: Any) -> None:
+        with tracer.start_as_current_span("invoke_agent a", attributes={"gen_ai.operation.name": "invoke_agent"}):
+            chat(tracer)
+            with tracer.start_as_current_span("execute_tool get_weather", attributes={
+                    "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "get_weather",
+                    "gen_ai.tool.call.arguments": '{"city": "Paris"}', "gen_ai.tool.call.result": "Sunny, 22C"}):
+                pass
+
+    (tool,) = [e["payload"] for e in encoded(scenario)["promptetheus"][0]["events"] if e["type"] == "tool_call"]
+    assert (tool["arguments"], tool["result"]) == ('{"city": "Paris"}', "Sunny, 22C")
+    (hidden,) = [e["payload"] for e in encoded(scenario, capture_content=False)["promptetheus"][0]["events"]
+                 if e["type"] == "tool_call"]  # fmt: skip
+    assert "arguments" not in hidden and "result" not in hidden and hidden["name"] == "tool:get_weather"
