@@ -118,18 +118,23 @@ def test_a_real_agent_app_is_billed_identically_in_both_modes(two_apps: LocalBac
     assert page.text.count("llm:gpt-4o-mini") == 2 and "tool:get_weather" in page.text
 
 
+def two_runs_and_a_call_billed_as_seen(backend: LocalBackend, key: str, seen: List[Dict[str, Any]]) -> None:
+    """The agent app's two runs (llm, tool, llm) and its call outside them, billed as the provider reported."""
+    bill = billing(backend, key)
+    assert bill["prompt_tokens"] == sum(c["prompt_tokens"] for c in seen)
+    assert bill["completion_tokens"] == sum(c["completion_tokens"] for c in seen)
+    stored = events(backend, key)
+    runs = [e for e in stored if e["request_id"].startswith("run-")]
+    assert len(stored) == 3 and len(runs) == 2
+    assert all([s["stage_name"].split(":")[0] for s in run["spans"]] == ["llm", "tool", "llm"] for run in runs)
+
+
 def test_runs_are_grouped_and_billed_when_no_trace_is_sampled(two_apps: LocalBackend, fake_llm: str,
                                                                tmp_path: Path) -> None:  # fmt: skip
     """A 0 % trace sampler under GenAIRecordingSampler: util-genai's agent and tool spans start bare (a name,
     no attributes), so the sampler must keep them recorded by their names, or the runs fall apart."""
     seen = run_agent_app(two_apps, fake_llm, SAMPLED_OUT, True, tmp_path, AGENT_APP_SAMPLE_RATIO="0")
-    bill = billing(two_apps, SAMPLED_OUT)
-    assert bill["prompt_tokens"] == sum(c["prompt_tokens"] for c in seen)
-    assert bill["completion_tokens"] == sum(c["completion_tokens"] for c in seen)
-    stored = events(two_apps, SAMPLED_OUT)
-    runs = [e for e in stored if e["request_id"].startswith("run-")]
-    assert len(stored) == 3 and len(runs) == 2
-    assert all([s["stage_name"].split(":")[0] for s in run["spans"]] == ["llm", "tool", "llm"] for run in runs)
+    two_runs_and_a_call_billed_as_seen(two_apps, SAMPLED_OUT, seen)
 
 
 def test_zero_code_groups_runs_too(two_apps: LocalBackend, fake_llm: str, tmp_path: Path) -> None:
@@ -137,13 +142,7 @@ def test_zero_code_groups_runs_too(two_apps: LocalBackend, fake_llm: str, tmp_pa
     every installed OpenAI instrumentation on, the same two runs and one call, billed as the provider said."""
     seen = run_agent_app(two_apps, fake_llm, ZERO_CODE, True, tmp_path, zero=True, OTEL_TRACES_EXPORTER="promptwall",
                          OTEL_LOGS_EXPORTER="promptwall", OTEL_BSP_SCHEDULE_DELAY="200")  # fmt: skip
-    bill = billing(two_apps, ZERO_CODE)
-    assert bill["prompt_tokens"] == sum(c["prompt_tokens"] for c in seen)
-    assert bill["completion_tokens"] == sum(c["completion_tokens"] for c in seen)
-    stored = events(two_apps, ZERO_CODE)
-    runs = [e for e in stored if e["request_id"].startswith("run-")]
-    assert len(stored) == 3 and len(runs) == 2
-    assert all([s["stage_name"].split(":")[0] for s in run["spans"]] == ["llm", "tool", "llm"] for run in runs)
+    two_runs_and_a_call_billed_as_seen(two_apps, ZERO_CODE, seen)
 
 
 # --- real SDK spans through the real processor --------------------------------------------------
