@@ -518,7 +518,8 @@ def build_event(
     reasons = semconv.finish_reasons(attrs) or strings(get("finish_reasons")) \
         or strings(openllmetry.finish_reason(attrs))  # fmt: skip
     # The output schema says tool_call; OpenAI, the 1.28 events and util-genai say tool_calls, the AI SDK tool-calls.
-    reasons = ["tool_call" if r in ("tool_calls", "tool-calls") else r for r in reasons]
+    if "tool_calls" in reasons or "tool-calls" in reasons:
+        reasons = ["tool_call" if r in ("tool_calls", "tool-calls") else r for r in reasons]
     status, error = _status(view, attrs, reasons)
     integration_id = text(get("integration_id")) or options.integration_id
 

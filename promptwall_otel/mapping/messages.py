@@ -284,29 +284,30 @@ def messages_from(value: Any, default_role: str = "user") -> List[Message]:
     if value is None:
         return []
     parsed = parse_json(value)
-    if parsed is None:
-        if isinstance(value, (str, bytes)):
-            body = content_text(value)
+    if type(parsed) is not list:  # the usual is a list: straight to the loop below
+        if parsed is None:
+            if isinstance(value, (str, bytes)):
+                body = content_text(value)
+                return [message(default_role, body)] if body else []
+            return []
+        if isinstance(parsed, str):
+            body = content_text(parsed)
             return [message(default_role, body)] if body else []
-        return []
-    if isinstance(parsed, str):
-        body = content_text(parsed)
-        return [message(default_role, body)] if body else []
-    if isinstance(parsed, dict):
-        if is_response(parsed):
-            return [response_message(parsed)]
-        for key in ("messages", "choices"):
-            if isinstance(parsed.get(key), list):
-                return messages_from(parsed[key], default_role)
-        if "prompt" in parsed or "system" in parsed:  # AI SDK ai.prompt
-            out = [message("system", content_text(parsed["system"]))] if parsed.get("system") else []
-            return out + messages_from(parsed.get("prompt"), default_role)
-        if "input" in parsed and ("model" in parsed or "instructions" in parsed):  # a Responses-API request
-            out = [message("system", content_text(parsed["instructions"]))] if parsed.get("instructions") else []
-            return out + messages_from(parsed["input"], default_role)
-        parsed = [parsed]
-    if not isinstance(parsed, (list, tuple)):
-        return []
+        if isinstance(parsed, dict):
+            if is_response(parsed):
+                return [response_message(parsed)]
+            for key in ("messages", "choices"):
+                if isinstance(parsed.get(key), list):
+                    return messages_from(parsed[key], default_role)
+            if "prompt" in parsed or "system" in parsed:  # AI SDK ai.prompt
+                out = [message("system", content_text(parsed["system"]))] if parsed.get("system") else []
+                return out + messages_from(parsed.get("prompt"), default_role)
+            if "input" in parsed and ("model" in parsed or "instructions" in parsed):  # a Responses-API request
+                out = [message("system", content_text(parsed["instructions"]))] if parsed.get("instructions") else []
+                return out + messages_from(parsed["input"], default_role)
+            parsed = [parsed]
+        if not isinstance(parsed, (list, tuple)):
+            return []
     out: List[Message] = []
     for item in parsed:
         if type(item) is dict and "parts" in item and "content" not in item and "type" not in item \
