@@ -32,8 +32,7 @@ def exporter() -> Any:
     return PromptWallSpanExporter(api_key=KEY, base_url="http://127.0.0.1:9", spool=False)
 
 
-def encode_all(spans: List[Any]) -> None:
-    ours = exporter()
+def encode_all(ours: Any, spans: List[Any]) -> None:
     for index in range(0, len(spans), 512):
         ours.encode_spans(spans[index:index + 512])
 
@@ -82,8 +81,9 @@ def main() -> None:
         return
     timings = []
     for _ in range(7):
+        ours = exporter()  # made outside the timing: it starts a sending thread
         start = time.thread_time()
-        encode_all(spans)
+        encode_all(ours, spans)
         timings.append((time.thread_time() - start) / len(spans) * 1e6)
     print(f"encode_spans: {min(timings):.1f} µs CPU per span at best, {statistics.median(timings):.1f} median of 7 "
           f"({len(spans)} GenAI chat spans, batches of 512)")  # fmt: skip
