@@ -122,8 +122,9 @@ _CANONICAL_RE = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[
 def parse_timestamp(value: Any) -> Optional[datetime]:
     """ISO-8601 string or epoch seconds to an aware UTC datetime; None if neither.
 
-    Hand-parsed because ``datetime.fromisoformat`` only learned ``Z`` and
-    arbitrary fractions in 3.11 and we support 3.9.
+    Hand-parsed (the canonical form aside): the forms accepted are the API's,
+    a fixed set, not whatever ``datetime.fromisoformat`` of the running
+    Python takes (it grew between versions).
     """
     if isinstance(value, bool):
         return None
