@@ -13,7 +13,8 @@ so that the embedded default and the tests talk to a real server:
 ``POST /api/traces/{id}/artifacts``        raw bytes, ``X-Promptetheus-Filename`` and
                                            ``X-Promptetheus-Artifact-Type``: 201 ``{id, size}``
 ``GET /api/traces``                        the App's traces, newest first (``limit``)
-``GET /api/traces/{id}``                   the trace, its events in ``seq`` order, its artifacts
+``GET /api/traces/{id}``                   the trace, a page of its events in ``seq`` order
+                                           (``limit``, ``cursor``), its artifacts
 ``GET /api/traces/{id}/artifacts/{n}``     one artifact's bytes, as uploaded
 =========================================  =====================================================
 
@@ -46,6 +47,8 @@ MAX_EVENTS = 500
 MAX_ARTIFACT_BYTES = 8 * 1024 * 1024
 MAX_ID_CHARS = 256
 _LIST_LIMIT_MAX = 1000
+MAX_PAGE_BYTES = 8 * 1024 * 1024
+"""A trace read stops adding events once their payloads pass this size (one event always fits)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pt_traces (
@@ -145,22 +148,37 @@ class TraceStore:
                 f"FROM pt_traces t {where} ORDER BY created_at DESC, seq DESC LIMIT ?", (*args, limit)).fetchall()  # fmt: skip
         return [_trace(row) | {"events": row["events"]} for row in rows]
 
-    def trace(self, app: Optional[str], trace_id: str) -> Optional[Dict[str, Any]]:
-        """The trace with its events (by ``seq``, then arrival) and its artifacts' descriptions."""
+    def trace(self, app: Optional[str], trace_id: str, limit: int = 1000,
+              after: Optional[Tuple[int, int]] = None) -> Optional[Dict[str, Any]]:  # fmt: skip
+        """The trace, a page of its events (by ``seq``, then arrival; at most ``limit`` and about
+        :data:`MAX_PAGE_BYTES`) with ``next_cursor`` when more follow, and its artifacts' descriptions."""
         where, args = ("app = ? AND ", (app,)) if app is not None else ("", ())
+        seq, received = after or (-1, -1)
+        events: List[Dict[str, Any]] = []
+        more = False
         with self._lock:
             row = self._conn.execute(f"SELECT * FROM pt_traces WHERE {where}id = ? ORDER BY app LIMIT 1",
                                      (*args, trace_id)).fetchone()  # fmt: skip
             if row is None:
                 return None
-            events = self._conn.execute(
-                "SELECT type, session_id, timestamp, seq, idempotency_key, payload FROM pt_events "
-                "WHERE app = ? AND trace_id = ? ORDER BY seq, received", (row["app"], trace_id)).fetchall()  # fmt: skip
+            size = 0
+            for event in self._conn.execute(
+                    "SELECT type, session_id, timestamp, seq, idempotency_key, payload, received FROM pt_events "
+                    "WHERE app = ? AND trace_id = ? AND (seq, received) > (?, ?) ORDER BY seq, received",
+                    (row["app"], trace_id, seq, received)):  # fmt: skip
+                if len(events) >= limit or (events and size + len(event["payload"]) > MAX_PAGE_BYTES):
+                    more = True
+                    break
+                size += len(event["payload"])
+                events.append(dict(event))
             artifacts = self._conn.execute(
                 "SELECT n, filename, artifact_type, content_type, size, created_at FROM pt_artifacts "
-                "WHERE app = ? AND trace_id = ? ORDER BY n", (row["app"], trace_id)).fetchall()  # fmt: skip
+                f"WHERE app = ? AND trace_id = ? ORDER BY n LIMIT {_LIST_LIMIT_MAX}", (row["app"], trace_id)).fetchall()  # fmt: skip
         body = _trace(row)
-        body["events"] = [{**dict(event), "payload": orjson.loads(event["payload"])} for event in events]
+        if more:
+            body["next_cursor"] = f"{events[-1]['seq']}.{events[-1]['received']}"
+        body["events"] = [{**{k: v for k, v in event.items() if k != "received"},
+                           "payload": orjson.loads(event["payload"])} for event in events]  # fmt: skip
         body["artifacts"] = [{"id": a["n"], **{k: a[k] for k in a.keys() if k != "n"}} for a in artifacts]
         return body
 
@@ -278,7 +296,9 @@ class PromptetheusRoutes:
                 traces = await service.run(self.store.traces, caller.app, limit)
                 return json_response(200, {"traces": traces, "count": len(traces)})
             if len(parts) == 1:
-                trace = await service.run(self.store.trace, caller.app, parts[0])
+                query = dict(parse_qsl(request.query_string.decode("latin-1"), errors="replace"))
+                trace = await service.run(self.store.trace, caller.app, parts[0], _limit(request.query_string, 1000),
+                                          _cursor(query.get("cursor")))  # fmt: skip
                 if trace is None:
                     raise HttpError(404, f"no trace {parts[0]!r}")
                 return json_response(200, trace)
@@ -335,8 +355,18 @@ class PromptetheusRoutes:
         return json_response(201, {"id": n, "trace_id": trace_id, "size": len(data)})
 
 
-def _limit(query_string: bytes) -> int:
-    raw = dict(parse_qsl(query_string.decode("latin-1"), errors="replace")).get("limit", "50")
+def _limit(query_string: bytes, default: int = 50) -> int:
+    raw = dict(parse_qsl(query_string.decode("latin-1"), errors="replace")).get("limit", str(default))
     if not raw.isdigit() or not 1 <= int(raw) <= _LIST_LIMIT_MAX:
         raise HttpError(400, f"limit must be an integer in 1..{_LIST_LIMIT_MAX}")
     return int(raw)
+
+
+def _cursor(raw: Optional[str]) -> Optional[Tuple[int, int]]:
+    """A ``next_cursor`` handed out by :meth:`TraceStore.trace` (``seq.received``), or None."""
+    if raw is None:
+        return None
+    seq, _, received = raw.partition(".")
+    if not (seq.isdigit() and received.isdigit()) or len(raw) > 40:
+        raise HttpError(400, "invalid cursor")
+    return int(seq), int(received)

@@ -105,3 +105,23 @@ def test_artifacts_stored_and_served_as_downloads(server: LocalBackend) -> None:
     assert a.post("/api/traces/nope/artifacts", content=b"x").status_code == 404
     too_big = a.post("/api/traces/run-4/artifacts", content=b"x" * (8 * 1024 * 1024 + 1))
     assert too_big.status_code == 413
+
+
+def test_a_trace_is_read_in_bounded_pages(server: LocalBackend) -> None:
+    a = client(server, KEY_A)
+    a.post("/api/traces", json={"id": "run-5", "agent": "x"})
+    big = "x" * (200 * 1024)
+    for start in range(0, 60, 20):  # 60 events of ~200 KiB: 12 MiB in all, over one page's 8 MiB
+        assert a.post("/api/traces/run-5/events", json={"events": [
+            event(i, f"k{i}", payload={"blob": big}) for i in range(start, start + 20)]}).status_code == 200
+    first = a.get("/api/traces/run-5").json()
+    assert 0 < len(first["events"]) < 60 and "next_cursor" in first
+    seen = [e["seq"] for e in first["events"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        page = a.get("/api/traces/run-5", params={"cursor": cursor, "limit": 7}).json()
+        assert len(page["events"]) <= 7
+        seen += [e["seq"] for e in page["events"]]
+        cursor = page.get("next_cursor")
+    assert seen == list(range(60)), "every event once, in order"
+    assert a.get("/api/traces/run-5", params={"cursor": "not-a-cursor"}).status_code == 400
