@@ -338,9 +338,12 @@ def main() -> None:
         """Median of the per-round ratios."""
         return statistics.median(x / y for x, y in zip(row["runs"][top], row["runs"][bottom]))
 
+    from promptwall_otel.doctor import speed
+
     print(f"{args.spans} GenAI / {args.http_spans} HTTP spans per run, each run in a fresh process, "
           f"variants interleaved over {args.rounds} rounds; "
-          "µs per span (loop + final flush), medians; ratios are medians of the per-round ratios\n")  # fmt: skip
+          "µs per span (loop + final flush), medians; ratios are medians of the per-round ratios; "
+          f"{speed().text} (doctor)\n")  # fmt: skip
     print(f"{'span kind':<12}{'(a) none':>10}{'(b) stock':>11}{'(c) ours':>10}{'(d) zero':>10}   c/b    c/a    d/b")
     for row in rows:
         kind = "GenAI chat" if row["genai"] else "HTTP"

@@ -2,12 +2,14 @@
 
     python benchmarks/encode_cost.py                 # CPU µs per span of encode_spans, best and median of 7
     python benchmarks/encode_cost.py --bytecodes     # Python bytecodes per span, per function (deterministic)
+    PROMPTWALL_PURE_PYTHON=1 python benchmarks/encode_cost.py   # the same, the modules as pure Python
     valgrind --tool=callgrind python benchmarks/encode_cost.py --spans N --once   # instructions: run N and 0, subtract
 
 The spans are ``app_thread_cost.py``'s GenAI chat spans, finished, in the
 SDK's batches of 512; a fresh exporter maps each repetition (the ledger
 remembers calls it handed out, so the same spans twice would be duplicates).
-Nothing is sent. Wall time on this shared 2-core machine drifts by 10-40%;
+Nothing is sent. ``--bytecodes`` counts the sources' bytecodes (compiled code
+executes none), so it runs them as pure Python. Wall time on this shared 2-core machine drifts by 10-40%;
 the thread's CPU time drifts less, bytecode and instruction counts not at all.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import statistics
 import sys
 import time
@@ -65,6 +68,8 @@ def main() -> None:
     parser.add_argument("--bytecodes", action="store_true", help="count bytecodes per function instead of timing")
     parser.add_argument("--once", action="store_true", help="encode once, print nothing (for callgrind)")
     args = parser.parse_args()
+    if args.bytecodes:
+        os.environ["PROMPTWALL_PURE_PYTHON"] = "1"  # before promptwall_otel is imported: trace the sources
     spans = finished_spans(max(args.spans, 200) if not args.once else 200 + args.spans)
     if args.once:
         ours = exporter()
@@ -85,8 +90,10 @@ def main() -> None:
         start = time.thread_time()
         encode_all(ours, spans)
         timings.append((time.thread_time() - start) / len(spans) * 1e6)
+    from promptwall_otel.doctor import speed
+
     print(f"encode_spans: {min(timings):.1f} µs CPU per span at best, {statistics.median(timings):.1f} median of 7 "
-          f"({len(spans)} GenAI chat spans, batches of 512)")  # fmt: skip
+          f"({len(spans)} GenAI chat spans, batches of 512; {speed().text})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,14 +5,18 @@
 local PromptWall-compatible backend.
 """
 
-from .exporter import PromptWallSpanExporter
-from .logs import PromptWallLogProcessor
-from .mapping import MappingOptions
-from .processor import PromptWallSpanProcessor
-from .record import MAX_BATCH, Event, Stage, apply_defaults, validate_event
-from .sampler import GenAIRecordingSampler
-from .version import __version__
-from .wiring import configure
+from . import compiled
+
+compiled.install()  # first: a compiled module that does not match its source must never be imported
+
+from .exporter import PromptWallSpanExporter  # noqa: E402
+from .logs import PromptWallLogProcessor  # noqa: E402
+from .mapping import MappingOptions  # noqa: E402
+from .processor import PromptWallSpanProcessor  # noqa: E402
+from .record import MAX_BATCH, Event, Stage, apply_defaults, validate_event  # noqa: E402
+from .sampler import GenAIRecordingSampler  # noqa: E402
+from .version import __version__  # noqa: E402
+from .wiring import configure  # noqa: E402
 
 __all__ = [
     "Event",

@@ -1,6 +1,7 @@
 """``promptwall-otel doctor``: what stands between this environment and events on the dashboard, in plain words.
 
-One run checks, in order: the OpenTelemetry and promptwall-otel versions;
+One run checks, in order: the OpenTelemetry and promptwall-otel versions
+(and whether the per-span modules run compiled);
 each installed GenAI instrumentation (does it import, does it instrument, is
 a known-broken version pair installed, is content capture on); the key (set
 or not, never shown); the endpoint (does it answer, does it take the key; an
@@ -195,10 +196,24 @@ def spool() -> List[Finding]:
     return [Finding(None, text)]
 
 
+def speed() -> Finding:
+    """Whether the per-span modules run compiled (promptwall_otel/compiled.py); pure Python works, ~1.5x the CPU."""
+    from . import compiled
+
+    found = compiled.status()
+    source = {module: how for module, how in found.items() if how != "compiled"}
+    if not source:
+        return Finding(None, f"per-span modules: all {len(found)} compiled")
+    reason = sorted(set(source.values()))[0]
+    return Finding(None, f"per-span modules: {len(source)} of {len(found)} run as pure Python, e.g. "
+                         f"{min(source)}: {reason}")  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     sdk, api = _version("opentelemetry-sdk"), _version("opentelemetry-api")
     sections = [
-        ("versions", [Finding(None, f"promptwall-otel {__version__}, opentelemetry-api {api}, opentelemetry-sdk {sdk}")]),
+        ("versions", [Finding(None, f"promptwall-otel {__version__}, opentelemetry-api {api}, opentelemetry-sdk {sdk}"),
+                      speed()]),
         ("GenAI instrumentations", instrumentations(instrument=not args.no_instrument)),
         ("key and endpoint", endpoint()),
         ("waiting", spool()),
