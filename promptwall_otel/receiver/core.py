@@ -17,9 +17,13 @@ hand-off between threads on the common path.
 
 Backpressure comes before the answer: :meth:`ReceiverCore.admit` refuses a
 request (503 / UNAVAILABLE, which collectors retry) while spans wait at their
-bound or the tenant's worker cannot take more without only spooling it, and
-it is called before the body is decoded, so refused input costs no mapping.
-What was admitted is mapped and reaches the backend or the spool.
+bound, the tenant's buffer is at its high-water mark or its spool nearly full,
+and, below those bounds, a share of requests that grows with the tenant's
+forwarding backlog counted in seconds of sending (from 1 s, all from 2 s):
+callers told to come back in a second find a sender still busy, not one that
+sat idle. Both front ends call it before mapping (HTTP before decoding), so
+refused input costs no mapping. What was admitted is mapped and reaches the
+backend or the spool.
 
 Each tenant's spool folder is ``{spool_root}/{hash of key}`` and holds the key
 (0600, like the records) so that a restarted receiver replays every tenant's
@@ -31,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict, deque
@@ -62,7 +67,13 @@ _LINEAGE_SPANS = 50_000  # parent links remembered, oldest first forgotten: ~3 s
 _INHERITED_RANK = {attribute: rank for rank, attribute in enumerate(INHERITED_KEYS)}
 _NOTHING_INHERITED = Inherited()
 _SEND_LINGER_S = 0.05  # requests bring ~100 spans; a request to the backend of 500 costs ~3 µs less per record
-_SPANS_PER_TICK = 500  # one request to the backend, ~2 MB of records with content: under the high-water mark (4 MiB)
+_SPANS_PER_TICK = 500  # one request to the backend, ~1 MB of records with content: well under the high-water mark
+# Admission by the forwarding backlog in seconds of sending (the tenant's buffer at its recent send rate).
+# Callers refused with Retry-After: 1 pause a second or more, so refusing starts only once the backlog would
+# keep the sender busy that long, and takes a growing share of requests from there rather than every
+# caller at once (who would come back together, to a sender that sat idle meanwhile); from 2 s on, all.
+_REFUSE_SOME_FROM_BACKLOG_S = 1.0
+_REFUSE_ALL_FROM_BACKLOG_S = 2.0
 
 
 COMPRESSION_CHOICES = ("auto", "gzip", "none")
@@ -219,8 +230,26 @@ class ReceiverCore:
 
     # --- intake ------------------------------------------------------------------
 
+    @property
+    def _high_water_bytes(self) -> int:
+        """A tenant's forwarding buffer past this is full for admission and mapping: the quarter above it takes
+        what requests already admitted still add (beyond the buffer's bound records spill to the spool)."""
+        return self.max_buffer_bytes * 3 // 4
+
     def admit(self, tenant: str) -> None:
-        """Raise :class:`Overloaded` if what this tenant sends now could not be forwarded; cheap, before decoding."""
+        """Raise :class:`Overloaded` if what this tenant sends now could not be forwarded in good time; cheap,
+        called by the front ends before decoding. Past :meth:`check_bounds`, it refuses a share of requests
+        that grows with the tenant's forwarding backlog (none under 1 s of sending, all from 2 s)."""
+        self.check_bounds(tenant)
+        worker = self._workers.get(tenant)
+        backlog = worker.backlog_s() if worker is not None else 0.0
+        if backlog > _REFUSE_SOME_FROM_BACKLOG_S:
+            share = (backlog - _REFUSE_SOME_FROM_BACKLOG_S) / (_REFUSE_ALL_FROM_BACKLOG_S - _REFUSE_SOME_FROM_BACKLOG_S)
+            if random.random() < share:  # a share of 1 or more refuses every request
+                raise Overloaded(f"forwarding is {backlog:.1f}s behind", retry_after_s=1)
+
+    def check_bounds(self, tenant: str) -> None:
+        """Raise :class:`Overloaded` if the receiver's memory or this tenant's spool is at its bound."""
         if len(self._pending) >= self.max_pending_spans:
             raise Overloaded(f"{len(self._pending)} spans waiting to be mapped", retry_after_s=1)
         worker = self._workers.get(tenant)
@@ -228,20 +257,20 @@ class ReceiverCore:
             if len(self._workers) >= self.max_tenants:
                 # Each key gets a thread and a spool: random keys must not exhaust either.
                 raise Overloaded(f"more than {self.max_tenants} distinct PromptWall keys", retry_after_s=60)
-        elif worker.pressure(self.max_buffer_bytes // 4):
-            # Forwarding lags: refuse now rather than accept into memory (or spill to disk) what the
-            # backend cannot take as fast; the collector retries. During an outage the worker spools
-            # at once, so this holds only when the spool is nearly full too.
-            raise Overloaded("forwarding is behind (buffer above its high-water mark) or the spool is full",
+        elif worker.pressure(self._high_water_bytes):
+            # Refuse rather than accept into memory (or spill to disk) what the backend cannot take as
+            # fast; the collector retries. During an outage the worker spools at once, so this holds only
+            # when the spool is nearly full too.
+            raise Overloaded("the forwarding buffer is above its high-water mark, or the spool is full",
                              retry_after_s=1)
 
     def accept_spans(self, views: Sequence[SpanView], tenant: str) -> None:
         """Take spans; map and forward, on the caller's thread, the traces they complete; queue the rest.
 
-        Raises :class:`Overloaded` if the buffers are full.
+        Raises :class:`Overloaded` if the buffers are full (the front ends call :meth:`admit` first).
         """
         now = time.monotonic()
-        self.admit(tenant)
+        self.check_bounds(tenant)
         with self._lock:
             changed = self._changed
             touched: List[Tuple[str, int]] = []
@@ -279,7 +308,7 @@ class ReceiverCore:
 
     def accept_logs(self, logs: Sequence[LogView], tenant: str) -> None:
         """Keep content logs for their spans; map and forward the traces they complete, on the caller's thread."""
-        self.admit(tenant)
+        self.check_bounds(tenant)
         with self._lock:
             touched: List[Tuple[str, int]] = []
             self.counters["logs_received"] += len(logs)
@@ -438,7 +467,7 @@ class ReceiverCore:
         if not touched:
             return {}
         worker = self._workers.get(tenant)
-        if worker is None or worker.pressure(self.max_buffer_bytes // 4):
+        if worker is None or worker.pressure(self._high_water_bytes):
             return {}
         due: Dict[Tuple[str, int], None] = {}
         for trace_key in touched:
@@ -479,7 +508,7 @@ class ReceiverCore:
         if force:
             ready = self._release_all()
         else:
-            high_water = self.max_buffer_bytes // 4
+            high_water = self._high_water_bytes
             held = frozenset(tenant for tenant, worker in list(self._workers.items()) if worker.pressure(high_water))
             ready = self._ready(time.monotonic(), held, _SPANS_PER_TICK)
         with self._lock:
@@ -539,6 +568,9 @@ class ReceiverCore:
         with self._lock:
             counters = dict(self.counters)
             counters["spans_waiting"] = len(self._pending)
+            workers = list(self._workers.values())
+        counters["forwarding_buffer_bytes"] = sum(worker.buffered_bytes for worker in workers)
+        counters["forwarding_backlog_ms"] = int(1000 * max((worker.backlog_s() for worker in workers), default=0.0))
         counters.update({f"records_{name}": value for name, value in self.stats.snapshot().items()})
         if self._runs is not None:
             counters.update({f"promptetheus_{name}": value for name, value in self.runs_stats.snapshot().items()})

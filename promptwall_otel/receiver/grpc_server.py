@@ -43,8 +43,9 @@ class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
 
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         tenant = _tenant(self.core, self.tokens, context) or ""
-        views, unreadable = span_views(request)
         try:
+            self.core.admit(tenant)  # grpcio has decoded the body already; nothing is mapped if refused
+            views, unreadable = span_views(request)
             self.core.accept_spans(views, tenant)
         except Overloaded as exc:
             _overloaded(context, exc)
@@ -63,6 +64,7 @@ class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         tenant = _tenant(self.core, self.tokens, context) or ""
         try:
+            self.core.admit(tenant)
             self.core.accept_logs(log_views(request), tenant)
         except Overloaded as exc:
             _overloaded(context, exc)

@@ -105,6 +105,7 @@ class SendingWorker:
         self._cond = threading.Condition()
         self._buffer: Deque[bytes] = collections.deque()
         self._buffer_bytes = 0
+        self._send_rate = 0.0  # bytes per second the backend took in recent requests (moving average), 0: none yet
         self._busy = False
         self._closed = False
         self._inflight: Optional[List[bytes]] = None
@@ -153,6 +154,12 @@ class SendingWorker:
     @property
     def buffered_bytes(self) -> int:
         return self._buffer_bytes
+
+    def backlog_s(self) -> float:
+        """About how long sending what is buffered takes, at the rate recent requests were taken (0 before the
+        first): how long the sender stays busy if nothing more comes."""
+        rate = self._send_rate
+        return self._buffer_bytes / rate if rate else 0.0
 
     def pressure(self, high_water_bytes: Optional[int] = None) -> bool:
         """True when more input would wait behind ``high_water_bytes`` (default: the buffer's bound) of
@@ -328,11 +335,13 @@ class SendingWorker:
         if self._closed:
             self._keep_back(lines, claim)
             return
+        started = time.monotonic()
         answer = self.client.send(lines)
         verdict = answer.verdict
         if verdict is Verdict.DELIVERED and answer.status == 400 and not _rejected_items(answer) and len(lines) > 1:
             verdict = Verdict.TOO_LARGE  # refused as a whole (too many, too big): the halves may pass
         if verdict is Verdict.DELIVERED:
+            self._note_rate(lines, time.monotonic() - started)
             if answer.status == 200:
                 self._canary = min(lines, key=len)
             self._account(answer, lines)
@@ -360,6 +369,13 @@ class SendingWorker:
                 self._backend_down(answer)
             else:
                 self._suspect(lines, claim, answer, proven=proof)
+
+    def _note_rate(self, lines: Sequence[bytes], seconds: float) -> None:
+        """Fold one delivered request into the send rate (a moving average that follows a change in a few)."""
+        if seconds <= 0:
+            return
+        rate = sum(len(line) + 1 for line in lines) / seconds
+        self._send_rate = rate if not self._send_rate else 0.7 * self._send_rate + 0.3 * rate
 
     def _split(self, lines: List[bytes], claim: Optional[Claim]) -> None:
         half = len(lines) // 2

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import queue
-import statistics
 import subprocess
 import sys
 import threading
@@ -152,16 +151,25 @@ class Load:
 
 
 def forwarded_rate(backend: Backend, seconds: float) -> float:
-    """Median of per-second forwarding rates: a GC pause or a busy neighbour moves one sample, not the figure."""
-    samples: List[float] = []
-    last, at = backend.count(), time.monotonic()
-    deadline = at + seconds
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        now_count, now = backend.count(), time.monotonic()
-        samples.append((now_count - last) / (now - at))
-        last, at = now_count, now
-    return statistics.median(samples)
+    """Rows the backend stored per second over ``seconds``, from one count at each end of the window.
+
+    Not a median of one-second samples: the backend commits a few hundred rows at once, so such samples sit
+    on a grid of ~500 spans/s, and their median moved by a whole step (12-15 % of the figure) from run to
+    run, which alone made 86 % and 100 % out of the same forwarding.
+    """
+    first, began = backend.count(), time.monotonic()
+    time.sleep(seconds)
+    return (backend.count() - first) / (time.monotonic() - began)
+
+
+def saturated_rate(load: "Load", backend: Backend) -> float:
+    """What the receiver forwards with callers always waiting (closed loop, retrying after 503): 7 s sampled."""
+    saturate = threading.Thread(target=load.run, args=(12, None))
+    saturate.start()
+    time.sleep(4)
+    rate = forwarded_rate(backend, 7)
+    saturate.join()
+    return rate
 
 
 def test_receiver_at_twice_its_capacity_keeps_forwarding_and_loses_nothing_it_acknowledged(
@@ -172,26 +180,27 @@ def test_receiver_at_twice_its_capacity_keeps_forwarding_and_loses_nothing_it_ac
     load = Load(receiver.url, template(run))
     overload_s = 30
     try:
-        saturate = threading.Thread(target=load.run, args=(12, None))
-        saturate.start()
-        time.sleep(4)
-        capacity = forwarded_rate(backend, 7)
-        saturate.join()
-        assert capacity > 1000, f"capacity {capacity:.0f} spans/s"
-        double = threading.Thread(target=load.run, args=(overload_s, 2 * capacity / SPANS_PER_BODY))
+        before = saturated_rate(load, backend)
+        assert before > 1000, f"capacity {before:.0f} spans/s"
+        double = threading.Thread(target=load.run, args=(overload_s, 2 * before / SPANS_PER_BODY))
         double.start()
         time.sleep(5)
         under_overload = forwarded_rate(backend, overload_s - 8)
         double.join()
+        # Capacity sampled again after the overload, and the two averaged: the backend's own rate drifts
+        # down as its database grows (~10 % between the first samples and the later ones measured here),
+        # and so may the machine's other load; bracketing the overload cancels a steady drift.
+        after = saturated_rate(load, backend)
+        capacity = (before + after) / 2
         acked = len(load.acked) * SPANS_PER_BODY
         assert wait_until(lambda: backend.stored(run)[0] >= acked, 90, 0.5), (backend.stored(run), acked)
     finally:
         receiver.stop()
-    print(f"receiver capacity {capacity:.0f} spans/s; at 2x for {overload_s}s it forwarded {under_overload:.0f} "
-          f"spans/s ({under_overload / capacity:.0%}); {load.refused} answers 503, {acked} spans acknowledged")
+    print(f"receiver capacity {capacity:.0f} spans/s ({before:.0f} before, {after:.0f} after); at 2x for "
+          f"{overload_s}s it forwarded {under_overload:.0f} spans/s ({under_overload / capacity:.0%}); "
+          f"{load.refused} answers 503, {acked} spans acknowledged")
     # The promise is 90 %, checked in the long mode (make soak, a quiet machine). In make test, other suites may
-    # share the two cores, and the 7 s capacity sample alone moves by a quarter between runs (74 % and 127 % were
-    # both seen on a quiet VM): there the bound only catches a collapse.
+    # share the two cores: there the bound leaves room for their load.
     assert under_overload >= (0.9 if LONG else 0.6) * capacity
     assert load.refused > 0, "twice the capacity must be refused in part"
     rows, distinct, tokens = backend.stored(run)

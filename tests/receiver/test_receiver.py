@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import httpx
 import pytest
@@ -240,6 +240,49 @@ def test_overload_is_503_with_retry_after(behind: LocalBackend, tmp_path: Path) 
         assert otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-fills-the-buffer")).status_code == 200
         response = otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-one-too-many-0"))
         assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+
+
+def test_a_forwarding_backlog_over_a_second_of_sending_is_refused_and_nothing_acknowledged_is_lost(
+        behind: LocalBackend, tmp_path: Path) -> None:  # fmt: skip
+    """Backpressure by time: PromptWall takes each request slowly, so the tenant's buffer grows in seconds of
+    sending long before it is full in bytes; the receiver refuses (503, Retry-After: 1) once the backlog is past
+    a second of sending, and what it acknowledged is all stored once the backend is fast again."""
+    from tests.faults.fault_server import FaultServer, slow
+    from tests.faults.otlp_load import SPANS_PER_BODY, body, calls_of, template
+
+    run = "backlog" + str(os.getpid())
+    shape = template(run)
+    with FaultServer(behind.url) as proxy:
+        proxy.always(slow(0.4))
+        with Receiver(proxy.url, "127.0.0.1:0", None, correlation_wait_s=0.05,
+                      spool_root=str(tmp_path)) as receiver:  # fmt: skip
+            acknowledged, refusals = 0, []
+            for n in range(40):
+                response = otlp_post(receiver.http_url + "/v1/traces", body(shape, n))
+                if response.status_code == 200:
+                    acknowledged += 1
+                else:
+                    assert response.status_code == 503 and response.headers["Retry-After"] == "1", response.text
+                    refusals.append(response.json()["error"])
+                    if len(refusals) >= 3:
+                        break
+                time.sleep(0.05)
+            health = httpx.get(receiver.http_url + "/healthz").json()
+            proxy.always(None)
+            assert acknowledged >= 3 and len(refusals) == 3, (acknowledged, refusals)
+            for reason in refusals:  # "forwarding is 1.4s behind": by time, not the bytes' high-water mark
+                assert reason.startswith("forwarding is ") and float(reason.split()[2].rstrip("s")) > 1.0, reason
+            assert health["forwarding_buffer_bytes"] < 16 * 1024 * 1024 * 3 // 4 and health["records_spooled"] == 0
+            expected = (acknowledged * SPANS_PER_BODY, acknowledged * calls_of(0)[1])
+
+            def billed() -> Tuple[int, int]:
+                bill = httpx.get(behind.url + "/api/console/billing", headers={"X-API-Key": API_KEY}).json()
+                return bill["events"], bill["prompt_tokens"]
+
+            deadline = time.monotonic() + 60
+            while billed() != expected and time.monotonic() < deadline:
+                time.sleep(0.3)
+    assert billed() == expected
 
 
 def test_grpc_requires_a_key(behind: LocalBackend) -> None:
