@@ -14,6 +14,7 @@ match too.
 from __future__ import annotations
 
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 import sqlite3
 import tempfile
@@ -281,3 +282,29 @@ def test_the_admins_pages_merge_every_apps_events_in_order_once(batches: List[tu
             store.close()
     finally:
         store_module.SCAN_ROWS = saved
+
+
+def test_checkpoints_run_off_the_commit_path_and_the_wal_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits never checkpoint (SQLite's automatic checkpoint is off); the checkpointer thread copies the
+    WAL into the database file as writes arrive, and the writer starts the WAL over once it passes its bound."""
+    from promptwall_otel.backend import store as store_module
+
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY_S", 0.01)
+    monkeypatch.setattr(store_module, "WAL_MAX_BYTES", 1024 * 1024)
+    monkeypatch.setattr(store_module, "WAL_KEEP_BYTES", 512 * 1024)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.db"
+        store = EventStore(str(path))
+        assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        wal_sizes = []
+        for n in range(200):  # ~8 MiB of prompts, 40 KiB a commit
+            store.insert([apply_defaults({"request_id": f"r{n}-{i}", "prompt": f"{n}-{i} " + "x" * 4000})
+                          for i in range(10)], "app")  # fmt: skip
+            wal_sizes.append((path.parent / "events.db-wal").stat().st_size)
+        assert max(wal_sizes) < 1024 * 1024 + 256 * 1024, max(wal_sizes)  # the bound and one commit; else ~10 MiB
+        deadline = time.monotonic() + 10
+        while path.stat().st_size < 8 * 1024 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the checkpointer copies what the last commits left in the WAL
+        assert path.stat().st_size >= 8 * 1024 * 1024
+        assert len(_rows(str(path), "app")) == 2000
+        store.close()
