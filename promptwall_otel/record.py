@@ -119,6 +119,18 @@ _ISO_RE = re.compile(
 _CANONICAL_RE = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 
 
+def _is_canonical_moment(value: str) -> bool:
+    """Whether ``value`` is in format_timestamp's form and a moment that exists (``parse_timestamp`` would
+    give it back as it is), without building the aware datetime."""
+    if not _CANONICAL_RE.fullmatch(value):
+        return False
+    try:
+        datetime.fromisoformat(value[:26])
+    except ValueError:  # a day or hour that does not exist
+        return False
+    return True
+
+
 def parse_timestamp(value: Any) -> Optional[datetime]:
     """ISO-8601 string or epoch seconds to an aware UTC datetime; None if neither.
 
@@ -291,7 +303,7 @@ def stored_form(event: Any, now: Optional[datetime] = None) -> Optional[Dict[str
             if type(value) is not int or value < 0:
                 return None
         elif kind == _TIME:
-            if type(value) is not str or not _CANONICAL_RE.fullmatch(value) or parse_timestamp(value) is None:
+            if type(value) is not str or not _is_canonical_moment(value):
                 return None
         elif kind == _TEXT:
             if type(value) is not str:

@@ -115,10 +115,11 @@ def _number_errors(key: str, value: Any) -> List[str]:
 def storage_errors(event: Any, strict_json: bool = False) -> List[str]:
     """Reasons the store could not hold ``event`` faithfully; [] if it can. Run before ``validate_event``.
 
-    ``strict_json``: the event came from orjson with no digit run of 19 or
-    more (``server.parse_body``), so every string and key is valid Unicode,
-    every number finite and every integer below 10**18: only nesting,
-    sizes and ranges are left to check, and scalars need no walk.
+    ``strict_json``: the event came from orjson and holds no number outside
+    the signed 64-bit range (``server.parse_body``), so every string and key
+    is valid Unicode, every number finite and every integer one SQLite can
+    hold: only nesting, sizes and ranges are left to check, and scalars need
+    no walk.
     """
     if not isinstance(event, dict):
         return []

@@ -40,6 +40,7 @@ _CONSOLE_LIMIT_MAX = 1000
 # 19 digits in a row, found by mapping every digit to "0" and searching (a regex is 15× slower here).
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN = b"0" * 19
+_INT64 = 2**63
 
 
 @dataclass(frozen=True)
@@ -73,21 +74,51 @@ def parse_body(data: bytes) -> Tuple[Any, bool]:
     standard library, which takes ``NaN``/``Infinity``, lone surrogates and
     big integers, so that such values become a reason on their event rather
     than a refusal of the whole batch. orjson reads integers past 64 bits as
-    floats, silently: a body with a 19-digit run goes to the standard library
-    directly, so such an integer is refused, never stored rounded. What
-    orjson accepts needs fewer storage checks (``checks.storage_errors``).
+    floats, silently: when the body has a run of 19 digits or more (in a
+    number, or just in a string: hex ids often have one), the parsed values
+    are searched for a number outside the signed 64-bit range, and if there
+    is one the standard library parses the body instead, so such an integer
+    is refused, never stored rounded. What orjson accepts needs fewer storage
+    checks (``checks.storage_errors``).
     """
     if _LONG_DIGIT_RUN not in data.translate(_DIGITS_TO_ZERO):
         try:
             return orjson.loads(data), True
         except orjson.JSONDecodeError:
             pass
+    else:
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if not _beyond_64_bits(payload):
+                return payload, True
     try:
         return json.loads(data, parse_constant=NonFinite), False
     except RecursionError:
         raise HttpError(400, "malformed JSON: nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise HttpError(400, f"malformed JSON: {exc}") from None
+
+
+def _beyond_64_bits(payload: Any) -> bool:
+    """Whether any number in ``payload`` may be outside the signed 64-bit range: an integer out of it, or a
+    float of that size (what orjson makes of such an integer); iterative, as orjson nests deeper than
+    Python's recursion limit."""
+    pending = [payload]
+    while pending:
+        value = pending.pop()
+        kind = type(value)
+        if kind is dict:
+            pending.extend(value.values())
+        elif kind is list:
+            pending.extend(value)
+        elif kind is float and not -_INT64 < value < _INT64:  # -2**63 - 1 rounds to the float -2**63
+            return True
+        elif kind is int and not -_INT64 <= value < _INT64:
+            return True
+    return False
 
 
 def ingest(store: EventStore, payload: Any, app: str, strict_json: bool = False) -> Tuple[int, Dict[str, Any]]:
