@@ -191,7 +191,8 @@ def format_ns(unix_nanos: int) -> str:
     if cached_second != seconds:
         prefix = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
         _last_second = (seconds, prefix)
-    return f"{prefix}{nanos // 1000:06d}Z"
+    # The six digits zero-padded as the tail of 1,000,000 + µs: cheaper than a format spec, twice per record.
+    return prefix + str(1_000_000 + nanos // 1000)[1:] + "Z"
 
 
 # --- validation -------------------------------------------------------------

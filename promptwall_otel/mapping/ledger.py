@@ -21,8 +21,8 @@ from collections import Counter, OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import guardrails, openinference
-from .builder import MODEL_KEYS, REQUEST_MODEL_KEYS, RESPONSE_ID_KEYS, Classification, Inherited, SpanClass, \
-    build_event, classify  # fmt: skip
+from .builder import AGGREGATE, CONTEXT, INFERENCE, MODEL_KEYS, REQUEST_MODEL_KEYS, RESPONSE_ID_KEYS, Classification, \
+    Inherited, build_event, classify  # fmt: skip
 from .builder import DEDUPE_WINDOW_NS, evaluation_record, guardrail_record, response_keyed_id
 from .options import MappingOptions
 from .values import first, text
@@ -305,9 +305,9 @@ class TraceLedger:
         evaluators: List[SpanView] = []
         for view in views:
             classification = classify(view)
-            if classification.span_class in (SpanClass.INFERENCE, SpanClass.AGGREGATE):
+            if classification.span_class in (INFERENCE, AGGREGATE):
                 classified.append((view, classification))
-            elif classification.span_class is SpanClass.CONTEXT:
+            elif classification.span_class is CONTEXT:
                 if guardrails.is_guardrail(view.attributes):
                     guards.append(view)
                 elif view.events and view.parent_span_id and guardrails.evaluation_events(view):
@@ -317,7 +317,7 @@ class TraceLedger:
         # Calls of a trace with a guardrail or evaluator in this batch wait for it (never emitted early).
         guarded = {view.trace_id for view in guards} | {view.trace_id for view in evaluators}
         if emit is not None:
-            calls = [view for view, classification in classified if classification.span_class is SpanClass.INFERENCE]
+            calls = [view for view, classification in classified if classification.span_class is INFERENCE]
             call_ids = {view.span_id for view in calls}
             call_parents = {view.parent_span_id for view in calls}
             # A response-keyed record is emitted early only if no other call of the batch can share its
@@ -328,7 +328,7 @@ class TraceLedger:
         else:
             shared_ids, unique_id = True, None
         spans_per_trace = Counter(view.trace_id for view, _ in classified)
-        pairs = paired_across_traces([view for view, c in classified if c.span_class is SpanClass.INFERENCE])
+        pairs = paired_across_traces([view for view, c in classified if c.span_class is INFERENCE])
         paired_records: Dict[int, Dict[str, Any]] = {}
         out: List[Dict[str, Any]] = []
         # span_id -> record emitted in this batch, so a duplicate arriving later can merge into it
@@ -336,7 +336,7 @@ class TraceLedger:
         with self._lock:
             for view, classification in classified:
                 inherited = inherited_for(view) if inherited_for else Inherited()
-                if classification.span_class is SpanClass.AGGREGATE:
+                if classification.span_class is AGGREGATE:
                     event = self._aggregate(view, classification, inherited, options)
                     if event is not None and emit is not None:
                         emit(event)  # never merged with anything

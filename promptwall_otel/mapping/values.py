@@ -99,9 +99,11 @@ class Lookup:
         plan = plan or self.plan(attributes)
         # One source present: taken in one comprehension, the rare empty values dropped after (C-level scans).
         found: Dict[str, Any] = {field: attributes[key] for field, key in plan.single}
-        values = found.values()
-        if None in values or "" in values:
-            found = {field: value for field, value in found.items() if value is not None and value != ""}
+        for value in found.values():
+            # Identity and type tests: ``"" in values`` compares every number with a string, the dearer test.
+            if value is None or (isinstance(value, str) and not value):
+                found = {field: value for field, value in found.items() if value is not None and value != ""}
+                break
         for field, keys in plan.fields:
             for key in keys:
                 value = attributes[key]

@@ -128,15 +128,11 @@ def attributes_of(span: Any) -> Mapping[str, Any]:
     return raw if isinstance(raw, dict) else (span.attributes or _EMPTY)
 
 
-_enum_names: Dict[Any, str] = {}
-
-
 def _name_of(member: Any) -> str:
-    """``member.name`` of an SDK enum, memoised: ``Enum.name`` is a Python-level descriptor."""
-    name = _enum_names.get(member)
-    if name is None:
-        name = _enum_names[member] = member.name
-    return name
+    """``member.name`` of an SDK enum (``SpanKind``, ``StatusCode``), read as the ``_name_`` the enum stores:
+    ``Enum.name`` is a Python-level property, and hashing a member to memoise it runs Python code too."""
+    name = getattr(member, "_name_", None)
+    return name if type(name) is str else member.name
 
 
 def _events_of(span: Any) -> Any:
@@ -145,29 +141,94 @@ def _events_of(span: Any) -> Any:
     return raw if raw is not None else span.events
 
 
+_SPAN_PROPERTIES = ("name", "context", "kind", "parent", "start_time", "end_time", "status", "resource",
+                    "instrumentation_scope")  # fmt: skip
+_sdk_types: Tuple[Any, ...] = ()
+"""(ReadableSpan, SpanContext, Status), imported when the first SDK span is viewed (the mapping imports no
+OpenTelemetry package otherwise)."""
+_plain_span_classes: Dict[type, bool] = {}
+
+
+def _stores_as_sdk(cls: type) -> bool:
+    """Whether spans of ``cls`` answer every property read here with the SDK ``ReadableSpan``'s own, which
+    returns its field as stored: then the fields are read directly. Each property is a Python-level call,
+    as are ``SpanContext.trace_id``, ``Status.status_code`` and ``InstrumentationScope.name``: together
+    about a third of viewing a span. A subclass that overrides any of them is read through them."""
+    global _sdk_types
+    known = _plain_span_classes.get(cls)
+    if known is None:
+        try:
+            from opentelemetry.sdk.trace import ReadableSpan
+            from opentelemetry.trace import SpanContext, Status
+        except ImportError:  # pragma: no cover - the SDK is a dependency; a span from elsewhere is read as any
+            known = False
+        else:
+            _sdk_types = (ReadableSpan, SpanContext, Status)
+            known = issubclass(cls, ReadableSpan) and all(
+                getattr(cls, name, None) is getattr(ReadableSpan, name) for name in _SPAN_PROPERTIES)  # fmt: skip
+        if len(_plain_span_classes) < 64:
+            _plain_span_classes[cls] = known
+    return known
+
+
+_scopes: Dict[int, Tuple[Any, str, Optional[str]]] = {}
+
+
+def _scope_of(scope: Any) -> Tuple[str, Optional[str]]:
+    """(name, version) of an instrumentation scope, read once per scope object (every span of a tracer shares it)."""
+    if scope is None:
+        return "", None
+    cached = _scopes.get(id(scope))
+    if cached is not None and cached[0] is scope:
+        return cached[1], cached[2]
+    name, version = scope.name, scope.version
+    if len(_scopes) >= 256:
+        _scopes.clear()
+    _scopes[id(scope)] = (scope, name, version)
+    return name, version
+
+
 def from_readable_span(span: Any) -> SpanView:
     """View of an OpenTelemetry SDK ``ReadableSpan`` (attributes via :func:`attributes_of`)."""
-    context = span.context
-    parent = span.parent
-    scope = span.instrumentation_scope
-    status = span.status
+    if _stores_as_sdk(type(span)):
+        name, context, parent, kind = span._name, span._context, span._parent, span._kind
+        start, end, status, resource = span._start_time, span._end_time, span._status, span._resource
+        scope = span._instrumentation_scope
+    else:
+        name, context, parent, kind = span.name, span.context, span.parent, span.kind
+        start, end, status, resource = span.start_time, span.end_time, span.status, span.resource
+        scope = span.instrumentation_scope
+    _, span_context, status_class = _sdk_types or (None, None, None)
+    if type(context) is span_context:  # a tuple: (trace_id, span_id, ...), what its properties return
+        trace_id, span_id = context[0], context[1]
+    else:
+        trace_id, span_id = context.trace_id, context.span_id
+    if parent is None:
+        parent_id = None
+    else:
+        parent_id = parent[1] if type(parent) is span_context else parent.span_id
+    if type(status) is status_class:
+        status_code, description = status._status_code, status._description
+    else:
+        status_code, description = status.status_code, status.description
     attributes = attributes_of(span)
     events = _events_of(span)
+    scope_name, scope_version = _scope_of(scope)
     return SpanView(
-        span.name,
-        context.trace_id,
-        context.span_id,
-        span.start_time or 0,
-        span.end_time or span.start_time or 0,
+        name,
+        trace_id,
+        span_id,
+        start or 0,
+        end or start or 0,
         attributes if isinstance(attributes, dict) else dict(attributes),
-        parent.span_id if parent is not None else None,
-        _name_of(span.kind),
-        _name_of(status.status_code),
-        status.description,
+        parent_id,
+        _name_of(kind),
+        _name_of(status_code),
+        description,
         [EventView(event.name, event.timestamp, dict(event.attributes or _EMPTY)) for event in events] if events else (),
-        resource_dict(span.resource),
-        scope.name if scope is not None else "",
-        scope.version if scope is not None else None,
+        resource_dict(resource),
+        scope_name,
+        scope_version,
     )
 
 
