@@ -40,6 +40,7 @@ MANIFEST = "_compiled.json"
 # Pure, CPU-bound per-span code. Not here: modules that wait on the network or disk (nothing to gain), the
 # servers (their time is in the HTTP library and SQLite) and this module (it must run before any is built).
 MODULES = (
+    "promptwall_otel._stores",
     "promptwall_otel.exporter",
     "promptwall_otel.processor",
     "promptwall_otel.promptetheus",

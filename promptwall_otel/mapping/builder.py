@@ -197,13 +197,14 @@ def classify(view: SpanView) -> Classification:
         return Classification(CONTEXT, kind.lower(), "openinference")
     operation = attrs.get(semconv.OPERATION)
     if operation is not None:
-        operation = str(operation)
         dialect = "logfire" if logfire.is_agent_run(attrs) else "semconv"
-        if operation in semconv.INFERENCE_OPERATIONS or operation in semconv.EMBEDDING_OPERATIONS:
-            return Classification(INFERENCE, operation, dialect)
-        if operation in semconv.AGGREGATE_OPERATIONS:
-            return Classification(AGGREGATE, operation, dialect)
-        return Classification(CONTEXT, operation, dialect)
+        key = (operation if type(operation) is str else str(operation), dialect)
+        found = _by_operation.get(key)
+        if found is None:
+            found = _by_operation[key] = _operation_class(*key)
+            if len(_by_operation) > 256:  # operation names are the producers' words: few, but not a closed set
+                _by_operation.clear()
+        return found
     if not is_genai(attrs):
         return _NOT_GENAI
     request_type = attrs.get(openllmetry.REQUEST_TYPE)
@@ -236,6 +237,18 @@ def classify(view: SpanView) -> Classification:
         dialect = "logfire" if logfire.REQUEST_DATA in attrs else "semconv"
         return Classification(INFERENCE, "chat", dialect)
     return Classification(CONTEXT, None, "semconv")
+
+
+def _operation_class(operation: str, dialect: str) -> Classification:
+    if operation in semconv.INFERENCE_OPERATIONS or operation in semconv.EMBEDDING_OPERATIONS:
+        return Classification(INFERENCE, operation, dialect)
+    if operation in semconv.AGGREGATE_OPERATIONS:
+        return Classification(AGGREGATE, operation, dialect)
+    return Classification(CONTEXT, operation, dialect)
+
+
+_by_operation: Dict[Tuple[str, str], Classification] = {}
+"""(``gen_ai.operation.name``, dialect) → its classification, built once (a NamedTuple's constructor is Python code)."""
 
 
 def normalize_provider(raw: Optional[str]) -> Optional[str]:
@@ -321,15 +334,29 @@ class _ResourceFacts(NamedTuple):
     integration_id: str
     metadata: Dict[str, Any]
     otel: Dict[str, Any]
+    # The resource's own values of the fields a span, its ancestors or the options may set first.
+    session_id: Optional[str]
+    user_id: Optional[str]
+    use_case: Optional[str]
+    team_id: Optional[str]
 
 
 _resource_facts: Dict[int, Tuple[Mapping[str, Any], _ResourceFacts]] = {}
 
 
+_last_facts: Tuple[Any, Any] = (None, None)
+"""The resource seen last and its facts (one tuple, swapped whole): most processes have one resource."""
+
+
 def _facts(resource: Mapping[str, Any], options: MappingOptions) -> _ResourceFacts:
     """What a resource contributes, computed once per resource (every span of a provider shares it)."""
+    global _last_facts
+    last = _last_facts
+    if last[0] is resource:
+        return last[1]
     cached = _resource_facts.get(id(resource))
     if cached is not None and cached[0] is resource:
+        _last_facts = cached
         return cached[1]
     service = text(resource.get("service.name")) or "unknown_service"
     version = text(resource.get("service.version"))
@@ -338,15 +365,21 @@ def _facts(resource: Mapping[str, Any], options: MappingOptions) -> _ResourceFac
                         or (f"otel:{service}@{version}" if version else f"otel:{service}"))[:256],  # fmt: skip
         metadata={k[len(METADATA_PREFIX):]: v for k, v in resource.items() if k.startswith(METADATA_PREFIX)},
         otel={key: json_safe(resource[key]) for key in _RESOURCE_KEYS if key in resource},
+        session_id=text(resource.get("promptwall.session_id")),
+        user_id=text(resource.get("promptwall.user_id")),
+        use_case=text(resource.get("promptwall.use_case")),
+        team_id=text(resource.get("promptwall.team_id")),
     )
     if len(_resource_facts) >= 256:
         _resource_facts.clear()
-    _resource_facts[id(resource)] = (resource, facts)
+    _resource_facts[id(resource)] = _last_facts = (resource, facts)
     return facts
 
 
 def _user_metadata(attrs: Mapping[str, Any], plan: KeyPlan, inherited: Inherited, facts: _ResourceFacts) -> Dict[str, Any]:
     """Metadata the user chose: resource, inherited, then the span's own (nearest wins)."""
+    if not facts.metadata and not inherited.metadata and not plan.prefixed and openinference.METADATA not in attrs:
+        return {}  # the usual: none at all
     found: Dict[str, Any] = {**facts.metadata, **inherited.metadata}
     for key, name in plan.prefixed:
         found[name] = attrs[key]
@@ -355,9 +388,9 @@ def _user_metadata(attrs: Mapping[str, Any], plan: KeyPlan, inherited: Inherited
     return found
 
 
-def _dimension(own: Any, inherited: Optional[str], option: Optional[str], resource: Mapping[str, Any], key: str) -> Optional[str]:
+def _dimension(own: Any, inherited: Optional[str], option: Optional[str], resource_value: Optional[str]) -> Optional[str]:
     """The span's own value, else inherited, else the configured default, else the resource's."""
-    value = (own is not None and text(own)) or inherited or option or text(resource.get(key))
+    value = (own is not None and text(own)) or inherited or option or resource_value
     return value[:256] if value else None
 
 
@@ -522,8 +555,7 @@ def build_event(
         return None
 
     attrs = view.attributes
-    resource = view.resource
-    facts = _facts(resource, options)
+    facts = _facts(view.resource, options)
     plan = FIELDS.plan(attrs)
     found = FIELDS.resolve(attrs, plan)
     get = found.get
@@ -571,14 +603,14 @@ def build_event(
 
     conversation = text(get("conversation")) or inherited.conversation_id
     session = text(get("session")) or inherited.session_id or conversation \
-        or text(resource.get("promptwall.session_id"))  # fmt: skip
-    user = text(get("user")) or inherited.user_id or text(resource.get("promptwall.user_id"))
+        or facts.session_id  # fmt: skip
+    user = text(get("user")) or inherited.user_id or facts.user_id
     if session:
         event["session_id"] = session[:256]
     if user:
         event["end_user_id"] = event["user_id"] = user[:256]
-    use_case = _dimension(get("use_case"), inherited.use_case, options.use_case, resource, "promptwall.use_case")
-    team = _dimension(get("team_id"), inherited.team_id, options.team_id, resource, "promptwall.team_id")
+    use_case = _dimension(get("use_case"), inherited.use_case, options.use_case, facts.use_case)
+    team = _dimension(get("team_id"), inherited.team_id, options.team_id, facts.team_id)
     if use_case:
         event["use_case"] = use_case
     if team:
@@ -687,7 +719,7 @@ def guardrail_record(view: SpanView, verdicts: Sequence[guardrails.Verdict], opt
     if follows:
         gen_ai["guardrail_of"] = follows
     for field, key, own in (("use_case", "promptwall.use_case", inherited.use_case), ("team_id", "promptwall.team_id", inherited.team_id)):
-        value = _dimension(attrs.get(key), own, getattr(options, field), view.resource, key)
+        value = _dimension(attrs.get(key), own, getattr(options, field), getattr(facts, field))
         if value:
             event[field] = value
     user_metadata = {**facts.metadata, **inherited.metadata}
@@ -753,11 +785,12 @@ def _fill_cost(event: Dict[str, Any], found: Mapping[str, Any], tokens: Mapping[
     if "prompt_tokens" not in tokens and "completion_tokens" not in tokens:
         return
     prices = options.prices
+    get = tokens.get
     for name in (model, request_model):
         if not name:
             continue
-        cost = prices.cost(name, tokens.get("prompt_tokens", 0), tokens.get("completion_tokens", 0),
-                           tokens.get("cache_read_tokens", 0), tokens.get("cache_write_tokens", 0))  # fmt: skip
+        cost = prices.cost(name, get("prompt_tokens", 0), get("completion_tokens", 0), get("cache_read_tokens", 0),
+                           get("cache_write_tokens", 0))  # fmt: skip
         if cost is not None:
             event["cost_usd"] = cost
             event["_cost_source"] = prices.label

@@ -61,6 +61,9 @@ def _has_tokens(event: Dict[str, Any]) -> bool:
     return bool(get("prompt_tokens") or get("completion_tokens") or get("total_tokens"))
 
 
+_NO_METADATA: Dict[str, Any] = {}
+
+
 def merge_duplicate(primary: Dict[str, Any], other: Dict[str, Any]) -> Dict[str, Any]:
     """Two records of one call: ``primary``'s values win, ``other`` fills what it lacks."""
     for key, value in other.items():
@@ -85,8 +88,9 @@ def merge_duplicate(primary: Dict[str, Any], other: Dict[str, Any]) -> Dict[str,
 
 def _fullness(event: Dict[str, Any]) -> Tuple[bool, bool, int]:
     """How much a record of a call holds: usage first, then content, then how many fields it fills."""
-    return (_has_tokens(event), "prompt" in event or "answer" in event,
-            len(event) + len(event.get("metadata", {}).get("gen_ai", ())))  # fmt: skip
+    get = event.get
+    return (bool(get("prompt_tokens") or get("completion_tokens") or get("total_tokens")),
+            "prompt" in event or "answer" in event, len(event) + len(get("metadata", _NO_METADATA).get("gen_ai", ())))  # fmt: skip
 
 
 def _merge_same_request_ids(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -322,11 +326,11 @@ class TraceLedger:
             call_parents = {view.parent_span_id for view in calls}
             # A response-keyed record is emitted early only if no other call of the batch can share its
             # key: its response id is unique here, and no span hides one where only mapping finds it.
-            candidates = Counter(_candidate_id(view) for view in calls)
+            candidate_ids = {id(view): _candidate_id(view) for view in calls}  # each read once: views live through the batch
+            candidates = Counter(candidate_ids.values())
             shared_ids = ... in candidates
-            unique_id = candidates.__getitem__
         else:
-            shared_ids, unique_id = True, None
+            shared_ids, candidates, candidate_ids = True, Counter(), {}
         spans_per_trace = Counter(view.trace_id for view, _ in classified)
         pairs = paired_across_traces([view for view, c in classified if c.span_class is INFERENCE])
         paired_records: Dict[int, Dict[str, Any]] = {}
@@ -353,7 +357,7 @@ class TraceLedger:
                     if copies is not None:
                         copies.append(event)
                     continue  # the call was handed out in an earlier batch: the backend keeps that one
-                early = emit is not None and (not keyed or (not shared_ids and unique_id(_candidate_id(view)) == 1)) \
+                early = emit is not None and (not keyed or (not shared_ids and candidates[candidate_ids[id(view)]] == 1)) \
                     and view.span_id not in pairs and view.trace_id not in guarded  # fmt: skip
                 trace_state = self._traces.get(view.trace_id)
                 if trace_state is not None and trace_state.pending:
@@ -483,7 +487,8 @@ class TraceLedger:
 
     def _sending(self, event: Dict[str, Any]) -> None:
         request_id = event["request_id"]
-        call = (request_id, event.get("session_id"), event.get("user_id"), event["integration_id"])
+        get = event.get
+        call = (request_id, get("session_id"), get("user_id"), event["integration_id"])
         if request_id.startswith("gen-"):
             sent = self._sent
             sent[request_id] = (_fullness(event), call)

@@ -104,9 +104,10 @@ def from_parts_message(raw: Mapping[str, Any], default_role: str) -> Message:
 
     The most common shape of all (one clean text part), so it takes a short path.
     """
-    role = raw.get("role")
+    get = raw.get  # bound once: three reads per message, for every message of every span
+    role = get("role")
     item: Message = {"role": role if type(role) is str and role else text(role) or default_role}
-    parts = raw.get("parts")
+    parts = get("parts")
     first = parts[0] if type(parts) is list and len(parts) == 1 else None
     body = first.get("content") if type(first) is dict and first.get("type") == "text" else None
     if type(body) is str and body.isascii():
@@ -114,7 +115,7 @@ def from_parts_message(raw: Mapping[str, Any], default_role: str) -> Message:
             item["content"] = body
     else:
         _fill_from_parts(item, parts)
-    finish = raw.get("finish_reason")
+    finish = get("finish_reason")
     if finish is not None:
         finish = finish if type(finish) is str else text(finish)
         if finish:

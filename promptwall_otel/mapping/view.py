@@ -96,6 +96,8 @@ class SpanView:
 
 
 _resource_dicts: Dict[int, Tuple[Any, Dict[str, Any]]] = {}
+_last_resource: Tuple[Any, Mapping[str, Any]] = (None, _EMPTY)
+"""The resource seen last and its dict (one tuple, swapped whole): most processes have one resource."""
 
 
 def resource_dict(resource: Any) -> Mapping[str, Any]:
@@ -104,16 +106,19 @@ def resource_dict(resource: Any) -> Mapping[str, Any]:
     Every span of a provider carries the same resource; sharing the dict lets
     the builder cache what it derives from it (integration id, metadata).
     """
+    global _last_resource
+    last = _last_resource
+    if last[0] is resource:
+        return last[1]
     if resource is None:
         return _EMPTY
     cached = _resource_dicts.get(id(resource))
-    if cached is not None and cached[0] is resource:
-        return cached[1]
-    if len(_resource_dicts) >= 64:
-        _resource_dicts.clear()
-    attributes = dict(resource.attributes)
-    _resource_dicts[id(resource)] = (resource, attributes)
-    return attributes
+    if cached is None or cached[0] is not resource:
+        if len(_resource_dicts) >= 64:
+            _resource_dicts.clear()
+        cached = _resource_dicts[id(resource)] = (resource, dict(resource.attributes))
+    _last_resource = cached
+    return cached[1]
 
 
 def attributes_of(span: Any) -> Mapping[str, Any]:
@@ -172,20 +177,25 @@ def _stores_as_sdk(cls: type) -> bool:
 
 
 _scopes: Dict[int, Tuple[Any, str, Optional[str]]] = {}
+_last_scope: Tuple[Any, str, Optional[str]] = (None, "", None)
 
 
-def _scope_of(scope: Any) -> Tuple[str, Optional[str]]:
-    """(name, version) of an instrumentation scope, read once per scope object (every span of a tracer shares it)."""
+def _scope_of(scope: Any) -> Tuple[Any, str, Optional[str]]:
+    """(scope, name, version) of an instrumentation scope, read once per scope object (every span of a
+    tracer shares it); the last one seen is kept aside, as batches mostly come from one tracer."""
+    global _last_scope
+    last = _last_scope
+    if last[0] is scope:
+        return last
     if scope is None:
-        return "", None
+        return (None, "", None)
     cached = _scopes.get(id(scope))
-    if cached is not None and cached[0] is scope:
-        return cached[1], cached[2]
-    name, version = scope.name, scope.version
-    if len(_scopes) >= 256:
-        _scopes.clear()
-    _scopes[id(scope)] = (scope, name, version)
-    return name, version
+    if cached is None or cached[0] is not scope:
+        if len(_scopes) >= 256:
+            _scopes.clear()
+        cached = _scopes[id(scope)] = (scope, scope.name, scope.version)
+    _last_scope = cached
+    return cached
 
 
 def from_readable_span(span: Any) -> SpanView:
@@ -213,7 +223,7 @@ def from_readable_span(span: Any) -> SpanView:
         status_code, description = status.status_code, status.description
     attributes = attributes_of(span)
     events = _events_of(span)
-    scope_name, scope_version = _scope_of(scope)
+    _, scope_name, scope_version = _scope_of(scope)
     return SpanView(
         name,
         trace_id,
