@@ -189,12 +189,42 @@ _REBUILD = [
 _STORED_COLUMNS = frozenset(_SCALAR_COLUMNS + _JSON_COLUMNS)
 
 
+_ROW_FIELDS = _STORED_COLUMNS | {"request_id"}
+
+
 @lru_cache(maxsize=64)
 def _insert_sql(columns: Tuple[str, ...]) -> str:
-    """The INSERT of one set of present columns. Absent ones are left out rather than bound as NULL: the
-    sqlite3 module looks each None up as a possible adapter (two failed attribute lookups)."""
-    return (f"INSERT INTO app_events (app, request_id, received_at, {', '.join(columns)}) "
-            f"VALUES ({', '.join('?' * (3 + len(columns)))})")  # fmt: skip
+    """The INSERT of one set of present fields (request_id among them).
+
+    Absent ones are left out rather than bound as NULL: the sqlite3 module
+    looks each None up as a possible adapter (two failed attribute lookups).
+    """
+    return (f"INSERT INTO app_events (app, received_at, {', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * (2 + len(columns)))})")  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _only_row_fields(fields: Tuple[str, ...]) -> bool:
+    return all(name in _ROW_FIELDS for name in fields)
+
+
+def _rows_by_columns(events: Iterable[Mapping[str, Any]], app: str, received_at: str) -> Dict[Tuple[str, ...], List[tuple]]:
+    """The events as rows, grouped by the fields they have (an exporter's batch has one or two such sets).
+
+    A stored form (``record.stored_form``) has only fields that are columns, so
+    its values go in as they are, in its own order; anything else a caller
+    adds is left out.
+    """
+    by_columns: Dict[Tuple[str, ...], List[tuple]] = {}
+    for event in events:
+        columns = tuple(event)
+        if not _only_row_fields(columns):
+            columns = tuple(name for name in columns if name in _ROW_FIELDS)
+            event = {name: event[name] for name in columns}
+        if "metadata" in event or "spans" in event or "policy_hits" in event:
+            event = {**event, **{name: _dump(event[name]) for name in _JSON_COLUMNS if name in event}}
+        by_columns.setdefault(columns, []).append((app, received_at, *event.values()))
+    return by_columns
 
 
 class BadCursor(ValueError):
@@ -358,6 +388,14 @@ class EventStore:
                 logger.exception("WAL checkpoint failed (the data stays in the WAL; trying again later)")
 
     def _insert_new(self, events: Sequence[Mapping[str, Any]], app: str, received_at: str) -> int:
+        """Insert the events whose request_id this App has not stored (the first of an id in ``events`` wins),
+        and their rollups; how many.
+
+        The stored ids are looked up first, all in one query: SQLite probes the
+        index in sorted order, which leaves the pages the inserts then change in
+        its cache (inserting with ON CONFLICT DO NOTHING and no lookup measured
+        ~3 µs per event more).
+        """
         ids = [event["request_id"] for event in events]
         seen = {row[0] for row in self._conn.execute(
             f"SELECT request_id FROM app_events WHERE app = ? AND request_id IN ({', '.join('?' * len(ids))})",
@@ -367,14 +405,9 @@ class EventStore:
             if request_id not in seen:
                 seen.add(request_id)
                 new.append(event)
+        for columns, rows in _rows_by_columns(new, app, received_at).items():
+            self._conn.executemany(_insert_sql(columns), rows)
         if new:
-            by_columns: Dict[Tuple[str, ...], List[tuple]] = {}
-            for event in new:  # an exporter's batch has one or two column sets
-                columns = tuple(name for name in event if name in _STORED_COLUMNS)
-                values = tuple(_dump(event[name]) if name in _JSON_COLUMNS else event[name] for name in columns)
-                by_columns.setdefault(columns, []).append((app, event["request_id"], received_at, *values))
-            for columns, rows in by_columns.items():
-                self._conn.executemany(_insert_sql(columns), rows)
             counts, latencies, sessions = _rollups(new, app)
             self._conn.executemany(_UPSERT_COUNTS, counts)
             self._conn.executemany(_UPSERT_LATENCY, latencies)
