@@ -163,11 +163,13 @@ def forwarded_rate(backend: Backend, seconds: float) -> float:
 
 
 def saturated_rate(load: "Load", backend: Backend) -> float:
-    """What the receiver forwards with callers always waiting (closed loop, retrying after 503): 7 s sampled."""
-    saturate = threading.Thread(target=load.run, args=(12, None))
+    """What the receiver forwards with callers always waiting (closed loop, retrying after 503), sampled 7 s
+    (12 s in the long mode: the other load of a shared VM moves a short sample by 10-15 %)."""
+    sample_s = 12 if LONG else 7
+    saturate = threading.Thread(target=load.run, args=(sample_s + 5, None))
     saturate.start()
     time.sleep(4)
-    rate = forwarded_rate(backend, 7)
+    rate = forwarded_rate(backend, sample_s)
     saturate.join()
     return rate
 
@@ -200,8 +202,8 @@ def test_receiver_at_twice_its_capacity_keeps_forwarding_and_loses_nothing_it_ac
           f"{overload_s}s it forwarded {under_overload:.0f} spans/s ({under_overload / capacity:.0%}); "
           f"{load.refused} answers 503, {acked} spans acknowledged")
     # The promise is 90 %, checked in the long mode (make soak, a quiet machine). In make test, other suites may
-    # share the two cores and change their load within the minute: there the bound leaves room for that (16 runs
-    # at load 3-6 measured 87-139 %; before the backlog admission and this measurement, 74 % was seen).
+    # share the two cores and change their load within the minute: there the bound leaves room for that (34 runs
+    # at load 3-7 measured 82-139 %; before the backlog admission and this measurement, 74 % was seen).
     assert under_overload >= (0.9 if LONG else 0.75) * capacity
     assert load.refused > 0, "twice the capacity must be refused in part"
     rows, distinct, tokens = backend.stored(run)
