@@ -183,7 +183,7 @@ def is_genai_span(span: Any) -> bool:
 
 def classify(view: SpanView) -> Classification:
     """What kind of GenAI span this is, decided by the first dialect that says so explicitly."""
-    attrs = view.attributes
+    attrs: Dict[str, Any] = view.attributes  # a dict (SpanView's invariant): compiled, its own operations
     # Both explicit kinds are GenAI markers: tested before the marker scan, which the usual call would repeat.
     kind = attrs.get(openinference.SPAN_KIND)
     if kind is not None:
@@ -258,7 +258,7 @@ def normalize_provider(raw: Optional[str]) -> Optional[str]:
     return _PROVIDERS.get(lowered, lowered)
 
 
-def _response_id(attrs: Mapping[str, Any], found_fields: Mapping[str, Any], dialect: str) -> Optional[str]:
+def _response_id(attrs: Dict[str, Any], found_fields: Dict[str, Any], dialect: str) -> Optional[str]:
     found = text(found_fields.get("response_id"))
     if found is None and dialect == "openinference":
         found = openinference.response_id(attrs)
@@ -284,7 +284,7 @@ def response_keyed_id(response_id: str, window: int) -> str:
 
 def _conversation(view: SpanView, logs: Sequence[LogView], dialect: str) -> Tuple[List[Message], List[Message]]:
     """Input and output messages from the first source that has them, newest convention first."""
-    attrs = view.attributes
+    attrs: Dict[str, Any] = view.attributes
     inputs: List[Message] = []
     outputs: List[Message] = []
     if semconv.INPUT_MESSAGES in attrs or semconv.OUTPUT_MESSAGES in attrs:
@@ -376,7 +376,7 @@ def _facts(resource: Mapping[str, Any], options: MappingOptions) -> _ResourceFac
     return facts
 
 
-def _user_metadata(attrs: Mapping[str, Any], plan: KeyPlan, inherited: Inherited, facts: _ResourceFacts) -> Dict[str, Any]:
+def _user_metadata(attrs: Dict[str, Any], plan: KeyPlan, inherited: Inherited, facts: _ResourceFacts) -> Dict[str, Any]:
     """Metadata the user chose: resource, inherited, then the span's own (nearest wins)."""
     if not facts.metadata and not inherited.metadata and not plan.prefixed and openinference.METADATA not in attrs:
         return {}  # the usual: none at all
@@ -394,7 +394,7 @@ def _dimension(own: Any, inherited: Optional[str], option: Optional[str], resour
     return value[:256] if value else None
 
 
-def _request_params(attrs: Mapping[str, Any], plan: KeyPlan, dialect: str) -> Dict[str, Any]:
+def _request_params(attrs: Dict[str, Any], plan: KeyPlan, dialect: str) -> Dict[str, Any]:
     params = {}
     for key, name in plan.named:
         value = attrs[key]
@@ -408,7 +408,7 @@ def _request_params(attrs: Mapping[str, Any], plan: KeyPlan, dialect: str) -> Di
     return params
 
 
-def _tokens(attrs: Mapping[str, Any], found: Mapping[str, Any], dialect: str, provider: Optional[str],
+def _tokens(attrs: Dict[str, Any], found: Dict[str, Any], dialect: str, provider: Optional[str],
             warnings: List[str]) -> Dict[str, int]:  # fmt: skip
     """Token counts and their details, under record field names."""
     prompt = count(found.get("input"), "prompt_tokens", warnings)
@@ -469,7 +469,7 @@ def _modality_counts(found: Mapping[str, Any], prompt: Optional[int], completion
     return prompt, completion, modalities
 
 
-def _status(view: SpanView, attrs: Mapping[str, Any], reasons: Optional[List[str]]) -> Tuple[str, Optional[Dict[str, Any]]]:
+def _status(view: SpanView, attrs: Dict[str, Any], reasons: Optional[List[str]]) -> Tuple[str, Optional[Dict[str, Any]]]:
     error_type = text(attrs.get(semconv.ERROR_TYPE))
     if view.status_code == "ERROR" or error_type:
         # Some producers (OpenInference) only record the exception event.
@@ -497,6 +497,7 @@ def _messages_metadata(inputs: List[Message], outputs: List[Message], options: M
     cap = options.max_content_bytes
     size = 0
     longest = 0
+    message: Message  # the mapping's own dicts: compiled, read with the dict's operations
     for message in inputs + outputs:
         body = message.get("content")
         size += 48
@@ -554,28 +555,27 @@ def build_event(
     else:
         return None
 
-    attrs = view.attributes
+    attrs: Dict[str, Any] = view.attributes
     facts = _facts(view.resource, options)
     plan = FIELDS.plan(attrs)
-    found = FIELDS.resolve(attrs, plan)
-    get = found.get
+    found: Dict[str, Any] = FIELDS.resolve(attrs, plan)
     warnings: List[str] = []
-    provider_raw = text(get("provider"))
+    provider_raw = text(found.get("provider"))
     ai_sdk_provider = provider_raw is not None and "ai_sdk_provider" in found and provider_raw == text(found["ai_sdk_provider"])
     provider = normalize_provider(vercel.provider(provider_raw) if ai_sdk_provider and provider_raw else provider_raw)
-    model = text(get("model"))
-    request_model = text(get("request_model"))
+    model = text(found.get("model"))
+    request_model = text(found.get("request_model"))
     if model is None and dialect == "openinference":
         model = text(openinference.invocation_parameters(attrs).get("model"))
     response_id = _response_id(attrs, found, dialect)
-    tokens = _tokens(attrs, found, dialect, provider, warnings)
-    reasons = semconv.finish_reasons(attrs) or strings(get("finish_reasons")) \
+    tokens: Dict[str, int] = _tokens(attrs, found, dialect, provider, warnings)
+    reasons = semconv.finish_reasons(attrs) or strings(found.get("finish_reasons")) \
         or strings(openllmetry.finish_reason(attrs))  # fmt: skip
     # The output schema says tool_call; OpenAI, the 1.28 events and util-genai say tool_calls, the AI SDK tool-calls.
     if "tool_calls" in reasons or "tool-calls" in reasons:
         reasons = ["tool_call" if r in ("tool_calls", "tool-calls") else r for r in reasons]
     status, error = _status(view, attrs, reasons)
-    integration_id = text(get("integration_id")) or options.integration_id
+    integration_id = text(found.get("integration_id")) or options.integration_id
 
     event: Dict[str, Any] = {
         "request_id": request_id_for(view, response_id, options) if usage_source is None
@@ -601,16 +601,16 @@ def build_event(
 
     _fill_cost(event, found, tokens, model, request_model, options)
 
-    conversation = text(get("conversation")) or inherited.conversation_id
-    session = text(get("session")) or inherited.session_id or conversation \
+    conversation = text(found.get("conversation")) or inherited.conversation_id
+    session = text(found.get("session")) or inherited.session_id or conversation \
         or facts.session_id  # fmt: skip
-    user = text(get("user")) or inherited.user_id or facts.user_id
+    user = text(found.get("user")) or inherited.user_id or facts.user_id
     if session:
         event["session_id"] = session[:256]
     if user:
         event["end_user_id"] = event["user_id"] = user[:256]
-    use_case = _dimension(get("use_case"), inherited.use_case, options.use_case, facts.use_case)
-    team = _dimension(get("team_id"), inherited.team_id, options.team_id, facts.team_id)
+    use_case = _dimension(found.get("use_case"), inherited.use_case, options.use_case, facts.use_case)
+    team = _dimension(found.get("team_id"), inherited.team_id, options.team_id, facts.team_id)
     if use_case:
         event["use_case"] = use_case
     if team:
@@ -649,8 +649,8 @@ def build_event(
     if usage_source:
         gen_ai["usage_source"] = usage_source
     if "ttft_seconds" in found or "ttft_ms" in found:
-        ttft = number(get("ttft_seconds"))
-        ttft_ms = ttft * 1000 if ttft is not None else number(get("ttft_ms"))
+        ttft = number(found.get("ttft_seconds"))
+        ttft_ms = ttft * 1000 if ttft is not None else number(found.get("ttft_ms"))
         if ttft_ms is not None:
             gen_ai["ttft_ms"] = round(ttft_ms, 3)
     if "agent" in found:
@@ -775,7 +775,7 @@ def _evaluations(view: SpanView, logs: Sequence[LogView]) -> List[Dict[str, Any]
     return found
 
 
-def _fill_cost(event: Dict[str, Any], found: Mapping[str, Any], tokens: Mapping[str, int],
+def _fill_cost(event: Dict[str, Any], found: Dict[str, Any], tokens: Dict[str, int],
                model: Optional[str], request_model: Optional[str], options: MappingOptions) -> None:  # fmt: skip
     span_cost = number(found["cost"]) if "cost" in found else None
     if span_cost is not None and span_cost >= 0:
@@ -785,12 +785,11 @@ def _fill_cost(event: Dict[str, Any], found: Mapping[str, Any], tokens: Mapping[
     if "prompt_tokens" not in tokens and "completion_tokens" not in tokens:
         return
     prices = options.prices
-    get = tokens.get
     for name in (model, request_model):
         if not name:
             continue
-        cost = prices.cost(name, get("prompt_tokens", 0), get("completion_tokens", 0), get("cache_read_tokens", 0),
-                           get("cache_write_tokens", 0))  # fmt: skip
+        cost = prices.cost(name, tokens.get("prompt_tokens", 0), tokens.get("completion_tokens", 0),
+                           tokens.get("cache_read_tokens", 0), tokens.get("cache_write_tokens", 0))  # fmt: skip
         if cost is not None:
             event["cost_usd"] = cost
             event["_cost_source"] = prices.label

@@ -99,23 +99,26 @@ def _tool_calls(raw: Any) -> List[ToolCall]:
     return [call for call in (_tool_call(item) for item in raw) if call]
 
 
-def from_parts_message(raw: Mapping[str, Any], default_role: str) -> Message:
+def from_parts_message(raw: Dict[str, Any], default_role: str) -> Message:
     """A semantic-convention message: ``{role, parts: [...], finish_reason}`` (1.37+).
 
-    The most common shape of all (one clean text part), so it takes a short path.
+    The most common shape of all (one clean text part), so it takes a short path. ``raw`` is a
+    dict (annotated so: compiled, its reads are the dict's own).
     """
-    get = raw.get  # bound once: three reads per message, for every message of every span
-    role = get("role")
+    role = raw.get("role")
     item: Message = {"role": role if type(role) is str and role else text(role) or default_role}
-    parts = get("parts")
-    first = parts[0] if type(parts) is list and len(parts) == 1 else None
-    body = first.get("content") if type(first) is dict and first.get("type") == "text" else None
+    parts = raw.get("parts")
+    body = None
+    if type(parts) is list and len(parts) == 1 and type(parts[0]) is dict:
+        first: Dict[str, Any] = parts[0]
+        if first.get("type") == "text":
+            body = first.get("content")
     if type(body) is str and body.isascii():
         if body:
             item["content"] = body
     else:
         _fill_from_parts(item, parts)
-    finish = get("finish_reason")
+    finish = raw.get("finish_reason")
     if finish is not None:
         finish = finish if type(finish) is str else text(finish)
         if finish:
@@ -192,7 +195,7 @@ def _add_reasoning(item: Message, body: str) -> None:
 def from_chat_message(raw: Mapping[str, Any], default_role: str) -> Message:
     """An OpenAI-style chat message, 1.28 event body or AI SDK message."""
     if "parts" in raw and "content" not in raw:
-        return from_parts_message(raw, default_role)
+        return from_parts_message(raw if type(raw) is dict else dict(raw), default_role)
     inner = raw.get("message")
     if isinstance(inner, dict):  # a 1.28 gen_ai.choice body
         item = from_chat_message(inner, default_role)
@@ -344,6 +347,7 @@ def prompt_of(messages: Sequence[Message]) -> Optional[str]:
     ``tool_results``), so the prompt is the turn the user wrote before it.
     """
     last: Optional[str] = None
+    item: Message  # the mapping's own dicts: compiled, read with the dict's operations
     for item in reversed(messages):
         body = item.get("content")
         if body:
@@ -357,6 +361,7 @@ def prompt_of(messages: Sequence[Message]) -> Optional[str]:
 
 def answer_of(messages: Sequence[Message]) -> Optional[str]:
     """The first choice's text, or its tool calls written readably."""
+    item: Message
     for item in messages:
         body = item.get("content")
         if body:

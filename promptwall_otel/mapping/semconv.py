@@ -101,10 +101,12 @@ Conversation = Tuple[List[Message], List[Message]]
 def from_message_attributes(attrs: Mapping[str, Any]) -> Conversation:
     """1.37+: structured or JSON-string message attributes (span or details event)."""
     inputs: List[Message] = []
-    if attrs.get(SYSTEM_INSTRUCTIONS) is not None:
-        inputs += system_instructions(attrs[SYSTEM_INSTRUCTIONS])
-    inputs += messages_from(attrs.get(INPUT_MESSAGES), "user")
-    return inputs, messages_from(attrs.get(OUTPUT_MESSAGES), "assistant")
+    get = attrs.get  # any mapping (a span's, an event's, a log record's): bound once for its three reads
+    instructions = get(SYSTEM_INSTRUCTIONS)
+    if instructions is not None:
+        inputs += system_instructions(instructions)
+    inputs += messages_from(get(INPUT_MESSAGES), "user")
+    return inputs, messages_from(get(OUTPUT_MESSAGES), "assistant")
 
 
 def _event_body(name: str, body: Any, attributes: Mapping[str, Any]) -> Any:

@@ -52,7 +52,11 @@ class LogView:
 
 
 class SpanView:
-    """What the mapping needs from a finished span, and nothing else."""
+    """What the mapping needs from a finished span, and nothing else.
+
+    ``attributes`` is a plain ``dict`` (a copy of any other mapping given): the compiled mapping reads it
+    with the dict's own operations, not the generic mapping protocol.
+    """
 
     __slots__ = (
         "name", "kind", "trace_id", "span_id", "parent_span_id", "start_ns", "end_ns",
@@ -85,7 +89,7 @@ class SpanView:
         self.end_ns = end_ns
         self.status_code = status_code
         self.status_message = status_message
-        self.attributes = attributes
+        self.attributes = attributes if type(attributes) is dict else dict(attributes)
         self.events = events
         self.resource = resource or _EMPTY
         self.scope_name = scope_name
