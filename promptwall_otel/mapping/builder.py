@@ -254,8 +254,18 @@ _by_operation: Dict[Tuple[str, str], Classification] = {}
 def normalize_provider(raw: Optional[str]) -> Optional[str]:
     if not raw:
         return None
-    lowered = raw.strip().lower()
-    return _PROVIDERS.get(lowered, lowered)
+    found = _normalized.get(raw)
+    if found is None:
+        lowered = raw.strip().lower()
+        found = _PROVIDERS.get(lowered, lowered)
+        if len(_normalized) >= 256:  # producers' spellings: few, but not a closed set
+            _normalized.clear()
+        _normalized[raw] = found
+    return found
+
+
+_normalized: Dict[str, str] = {}
+"""Provider values as spans spell them → PromptWall's names, worked out once per spelling."""
 
 
 def _response_id(attrs: Dict[str, Any], found_fields: Dict[str, Any], dialect: str) -> Optional[str]:
@@ -799,7 +809,11 @@ def _fill_cost(event: Dict[str, Any], found: Dict[str, Any], tokens: Dict[str, i
 def _fill_content(event: Dict[str, Any], gen_ai: Dict[str, Any], view: SpanView, logs: Sequence[LogView],
                   dialect: str, options: MappingOptions) -> None:  # fmt: skip
     inputs, outputs = _conversation(view, logs, dialect)
-    calls = [call for message in outputs for call in message.get("tool_calls", ())]
+    calls: List[Dict[str, str]] = []
+    message: Message  # the mapping's own dicts: compiled, read with the dict's operations
+    for message in outputs:
+        if "tool_calls" in message:
+            calls += message["tool_calls"]
     if calls:  # names and arguments are clean text already
         gen_ai["tool_calls"] = calls[:16]
     prompt = prompt_of(inputs)

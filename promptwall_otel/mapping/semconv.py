@@ -171,4 +171,4 @@ def finish_reasons(attrs: Mapping[str, Any]) -> Optional[List[str]]:
     if raw is None:
         return None
     values = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else [raw]
-    return [str(v) for v in values]
+    return [v if type(v) is str else str(v) for v in values]

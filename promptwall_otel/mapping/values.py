@@ -70,7 +70,7 @@ class Lookup:
         self._exclude = frozenset(exclude)
         self._plans: Dict[Tuple[str, ...], KeyPlan] = {}
 
-    def plan(self, attributes: Mapping[str, Any]) -> KeyPlan:
+    def plan(self, attributes: Dict[str, Any]) -> KeyPlan:
         keys = tuple(attributes)
         plan = self._plans.get(keys)
         if plan is None:
@@ -94,8 +94,8 @@ class Lookup:
                     prefixed.append((key, key[len(prefix):]))
         return KeyPlan(single, fields, named, tuple(prefixed))
 
-    def resolve(self, attributes: Mapping[str, Any], plan: Optional[KeyPlan] = None) -> Dict[str, Any]:
-        """Field → the value of its first source key present and not empty."""
+    def resolve(self, attributes: Dict[str, Any], plan: Optional[KeyPlan] = None) -> Dict[str, Any]:
+        """Field → the value of its first source key present and not empty (``attributes``: a span's, a dict)."""
         plan = plan or self.plan(attributes)
         # One source present: taken in one comprehension, the rare empty values dropped after (C-level scans).
         found: Dict[str, Any] = {field: attributes[key] for field, key in plan.single}
@@ -135,10 +135,12 @@ def text(value: Any) -> Optional[str]:
     Bytes are decoded as UTF-8 with replacement; lone surrogates (what a
     bad decode leaves in a str) become U+FFFD so the record can be encoded.
     """
-    if type(value) is str and value.isascii():  # the common case, kept cheap
-        return value.strip() or None
     if value is None:
         return None
+    if type(value) is str:
+        clean: str = value  # annotated: compiled, the str methods are called directly
+        if clean.isascii():  # the common case, kept cheap
+            return clean.strip() or None
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     elif not isinstance(value, str):
@@ -207,7 +209,8 @@ def parse_json(value: Any) -> Any:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, str):
-        first = value[:1]
+        document: str = value  # annotated: compiled, str operations are called directly
+        first = document[:1]
         if first not in ("[", "{", '"'):
             # Look at the first non-blank character without copying a possibly large string.
             start = _FIRST_NON_BLANK.search(value) if first.isspace() else None
