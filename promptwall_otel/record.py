@@ -192,7 +192,8 @@ def format_ns(unix_nanos: int) -> str:
         prefix = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
         _last_second = (seconds, prefix)
     # The six digits zero-padded as the tail of 1,000,000 + µs: cheaper than a format spec, twice per record.
-    return prefix + str(1_000_000 + nanos // 1000)[1:] + "Z"
+    digits: str = str(1_000_000 + nanos // 1000)  # annotated: compiled, the slice and join are str operations
+    return f"{prefix}{digits[1:]}Z"
 
 
 # --- validation -------------------------------------------------------------

@@ -507,7 +507,7 @@ def _messages_metadata(inputs: List[Message], outputs: List[Message], options: M
     cap = options.max_content_bytes
     size = 0
     longest = 0
-    message: Message  # the mapping's own dicts: compiled, read with the dict's operations
+    message: Dict[str, Any]  # a Message: spelled out, as compiled code knows only the builtin name
     for message in inputs + outputs:
         body = message.get("content")
         size += 48
@@ -517,7 +517,8 @@ def _messages_metadata(inputs: List[Message], outputs: List[Message], options: M
             if length > longest:
                 longest = length
         if "tool_calls" in message:
-            size += sum(len(call["name"]) + len(call["arguments"]) + 32 for call in message["tool_calls"])
+            for call in message["tool_calls"]:  # a loop, not a generator: no closure per call (compiled)
+                size += len(call["name"]) + len(call["arguments"]) + 32
         if "reasoning" in message or "tool_results" in message:  # texts too, capped like the content
             for extra in (message.get("reasoning", ""), *message.get("tool_results", ())):
                 length = len(extra)
@@ -527,7 +528,8 @@ def _messages_metadata(inputs: List[Message], outputs: List[Message], options: M
         if size > budget:
             return None
     if longest * 4 > cap:  # rare: copy only then, the messages are shared with the rest of the record
-        inputs, outputs = ([_capped(m, cap) for m in side] for side in (inputs, outputs))
+        inputs = [_capped(m, cap) for m in inputs]
+        outputs = [_capped(m, cap) for m in outputs]
     return {"input": inputs, "output": outputs}
 
 
@@ -810,7 +812,7 @@ def _fill_content(event: Dict[str, Any], gen_ai: Dict[str, Any], view: SpanView,
                   dialect: str, options: MappingOptions) -> None:  # fmt: skip
     inputs, outputs = _conversation(view, logs, dialect)
     calls: List[Dict[str, str]] = []
-    message: Message  # the mapping's own dicts: compiled, read with the dict's operations
+    message: Dict[str, Any]  # a Message: spelled out, as compiled code knows only the builtin name
     for message in outputs:
         if "tool_calls" in message:
             calls += message["tool_calls"]

@@ -313,11 +313,14 @@ def messages_from(value: Any, default_role: str = "user") -> List[Message]:
         if not isinstance(parsed, (list, tuple)):
             return []
     out: List[Message] = []
+    entry: Dict[str, Any]  # annotated: compiled, the tests below are the dict's own
     for item in parsed:
-        if type(item) is dict and "parts" in item and "content" not in item and "type" not in item \
-                and "object" not in item:  # the conventions' message, the usual: no other shape has parts alone
-            out.append(from_parts_message(item, default_role))
-        elif isinstance(item, dict):
+        if type(item) is dict:
+            entry = item
+            if "parts" in entry and "content" not in entry and "type" not in entry and "object" not in entry:
+                out.append(from_parts_message(entry, default_role))  # the conventions' message, the usual:
+                continue  # no other shape has parts alone
+        if isinstance(item, dict):
             if is_response(item):
                 out.append(response_message(item))
             elif _is_one_of(item.get("type"), _RESPONSE_ITEMS):
@@ -347,7 +350,7 @@ def prompt_of(messages: Sequence[Message]) -> Optional[str]:
     ``tool_results``), so the prompt is the turn the user wrote before it.
     """
     last: Optional[str] = None
-    item: Message  # the mapping's own dicts: compiled, read with the dict's operations
+    item: Dict[str, Any]  # a Message: spelled out, as compiled code knows only the builtin name
     for item in reversed(messages):
         body = item.get("content")
         if body:
@@ -361,7 +364,7 @@ def prompt_of(messages: Sequence[Message]) -> Optional[str]:
 
 def answer_of(messages: Sequence[Message]) -> Optional[str]:
     """The first choice's text, or its tool calls written readably."""
-    item: Message
+    item: Dict[str, Any]
     for item in messages:
         body = item.get("content")
         if body:
