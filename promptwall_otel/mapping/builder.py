@@ -199,7 +199,8 @@ def classify(view: SpanView) -> Classification:
     if operation is not None:
         dialect = "logfire" if logfire.is_agent_run(attrs) else "semconv"
         key = (operation if type(operation) is str else str(operation), dialect)
-        found = _by_operation.get(key)
+        known: Dict[Tuple[str, str], Classification] = _by_operation  # annotated: compiled, the dict's own get
+        found = known.get(key)
         if found is None:
             found = _by_operation[key] = _operation_class(*key)
             if len(_by_operation) > 256:  # operation names are the producers' words: few, but not a closed set
@@ -254,7 +255,8 @@ _by_operation: Dict[Tuple[str, str], Classification] = {}
 def normalize_provider(raw: Optional[str]) -> Optional[str]:
     if not raw:
         return None
-    found = _normalized.get(raw)
+    known: Dict[str, str] = _normalized  # annotated: compiled, the dict's own get
+    found = known.get(raw)
     if found is None:
         lowered = raw.strip().lower()
         found = _PROVIDERS.get(lowered, lowered)
@@ -857,7 +859,8 @@ def _otel_metadata(view: SpanView, dialect: str, facts: _ResourceFacts) -> Dict[
         otel["parent_span_id"] = "%016x" % view.parent_span_id
     if view.scope_name:
         scope = (view.scope_name, view.scope_version)
-        label = _scope_labels.get(scope)
+        labels: Dict[Tuple[str, Optional[str]], str] = _scope_labels  # annotated: compiled, the dict's own get
+        label = labels.get(scope)
         if label is None:
             label = repair(f"{view.scope_name}@{view.scope_version}" if view.scope_version else view.scope_name)
             if len(_scope_labels) >= 256:

@@ -351,7 +351,8 @@ class TraceLedger:
                 event = build_event(view, logs, inherited, options, classification)
                 if event is None:
                     continue
-                keyed = event["request_id"].startswith("gen-")
+                request_id: str = event["request_id"]  # annotated: compiled, str's own startswith
+                keyed = request_id.startswith("gen-")
                 if keyed and event["request_id"] in self._sent:
                     self._late_copy(event)
                     if copies is not None:
@@ -486,7 +487,7 @@ class TraceLedger:
                         "the first", event["request_id"])  # fmt: skip
 
     def _sending(self, event: Dict[str, Any]) -> None:
-        request_id = event["request_id"]
+        request_id: str = event["request_id"]  # annotated: compiled, str's own startswith
         call = (request_id, event.get("session_id"), event.get("user_id"), event["integration_id"])
         if request_id.startswith("gen-"):
             sent = self._sent

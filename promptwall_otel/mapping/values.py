@@ -72,7 +72,8 @@ class Lookup:
 
     def plan(self, attributes: Dict[str, Any]) -> KeyPlan:
         keys = tuple(attributes)
-        plan = self._plans.get(keys)
+        plans: Dict[Tuple[str, ...], KeyPlan] = self._plans  # annotated: compiled, the dict's own get
+        plan = plans.get(keys)
         if plan is None:
             plan = self._make_plan(keys)
             if len(self._plans) >= self._MAX_PLANS:  # key sets that vary per span (indexed messages, user keys)
