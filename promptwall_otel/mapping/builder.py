@@ -249,7 +249,8 @@ def _operation_class(operation: str, dialect: str) -> Classification:
 
 
 _by_operation: Dict[Tuple[str, str], Classification] = {}
-"""(``gen_ai.operation.name``, dialect) → its classification, built once (a NamedTuple's constructor is Python code)."""
+"""(``gen_ai.operation.name``, dialect) → its classification, built once (a NamedTuple's constructor is
+Python code)."""
 
 
 def normalize_provider(raw: Optional[str]) -> Optional[str]:

@@ -326,7 +326,8 @@ class TraceLedger:
             call_parents = {view.parent_span_id for view in calls}
             # A response-keyed record is emitted early only if no other call of the batch can share its
             # key: its response id is unique here, and no span hides one where only mapping finds it.
-            candidate_ids = {id(view): _candidate_id(view) for view in calls}  # each read once: views live through the batch
+            # Each call's candidate read once (by id(view): the views live through the batch).
+            candidate_ids = {id(view): _candidate_id(view) for view in calls}
             candidates = Counter(candidate_ids.values())
             shared_ids = ... in candidates
         else:
@@ -358,8 +359,9 @@ class TraceLedger:
                     if copies is not None:
                         copies.append(event)
                     continue  # the call was handed out in an earlier batch: the backend keeps that one
-                early = emit is not None and (not keyed or (not shared_ids and candidates[candidate_ids[id(view)]] == 1)) \
-                    and view.span_id not in pairs and view.trace_id not in guarded  # fmt: skip
+                unique = not shared_ids and candidates[candidate_ids[id(view)]] == 1
+                early = emit is not None and (not keyed or unique) and view.span_id not in pairs \
+                    and view.trace_id not in guarded  # fmt: skip
                 trace_state = self._traces.get(view.trace_id)
                 if trace_state is not None and trace_state.pending:
                     guardrails.combine(event, trace_state.pending)  # its input guardrail ended in an earlier batch
