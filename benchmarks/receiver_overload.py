@@ -8,8 +8,9 @@ backend and the load are that checkout's (so an older tree extracted with
 The procedure is ``tests/faults/test_receiver_faults.py``'s: the local backend
 on a database file, ``promptwall-otel receive`` in front of it, a
 collector-like load of 200-span OTLP/HTTP bodies retrying on 503 after
-``Retry-After``; the saturated rate (closed loop, 7 s window), 30 s offered at
-twice that (22 s window), the saturated rate again. Rates are rows the backend
+``Retry-After``; the saturated rate (closed loop, 7 s window after 15 s of
+warm-up), 30 s offered at twice that (22 s window), the saturated rate again
+(after 4 s). Rates are rows the backend
 stored per second over a window. Per phase it prints, averaged over the
 seconds past each phase's first three:
 
@@ -136,10 +137,10 @@ def one_round(verbose: bool) -> Dict[str, Any]:
                           f"rss {b['rss']} MiB", flush=True)  # fmt: skip
                 time.sleep(1.0)
 
-    def saturated() -> float:
-        closed_loop = threading.Thread(target=load.run, args=(12, None))
+    def saturated(warm_up_s: float) -> float:
+        closed_loop = threading.Thread(target=load.run, args=(warm_up_s + 8, None))
         closed_loop.start()
-        time.sleep(4)
+        time.sleep(warm_up_s)
         rate = stored_rate(backend, 7)
         closed_loop.join()
         return rate
@@ -147,7 +148,7 @@ def one_round(verbose: bool) -> Dict[str, Any]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        before = saturated()
+        before = saturated(15)
         phase[0] = "2x"
         overload = threading.Thread(target=load.run, args=(30, 2 * before / SPANS_PER_BODY))
         overload.start()
@@ -155,7 +156,7 @@ def one_round(verbose: bool) -> Dict[str, Any]:
         under = stored_rate(backend, 22)
         overload.join()
         phase[0] = "after"
-        after = saturated()
+        after = saturated(4)
         phase[0] = "drain"
         acked = len(load.acked) * SPANS_PER_BODY
         delivered = wait_until(lambda: backend.stored(run)[0] >= acked, 90, 0.5)
