@@ -37,14 +37,17 @@ from typing import Dict, Optional, Sequence
 ENV_PURE_PYTHON = "PROMPTWALL_PURE_PYTHON"
 MANIFEST = "_compiled.json"
 
-# Pure, CPU-bound per-span code. Not here: modules that wait on the network or disk (nothing to gain), the
-# servers (their time is in the HTTP library and SQLite) and this module (it must run before any is built).
+# Pure, CPU-bound per-span (per-event) code. Not here: modules that wait on the network or disk (nothing to
+# gain), the servers' request handlers (Starlette inspects them; their time is in the HTTP library) and this
+# module (it must run before any is built).
 MODULES = (
     "promptwall_otel._stores",
     "promptwall_otel.exporter",
     "promptwall_otel.processor",
     "promptwall_otel.promptetheus",
     "promptwall_otel.record",
+    "promptwall_otel.backend.checks",
+    "promptwall_otel.backend.store",
     "promptwall_otel.mapping.builder",
     "promptwall_otel.mapping.guardrails",
     "promptwall_otel.mapping.ledger",

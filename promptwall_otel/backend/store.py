@@ -318,7 +318,9 @@ class EventStore:
         round: the data is safe in the WAL meanwhile.
         """
         try:
-            while True:
+            # Tested each round, not only after the pause: close() sets both events, and when that happens
+            # between the pause and the clear() below, the clear() would take its wake-up away.
+            while not self._stopping.is_set():
                 self._written.wait()
                 if self._stopping.wait(CHECKPOINT_EVERY_S):  # meanwhile commits gather: a page changed by several is copied once
                     break
