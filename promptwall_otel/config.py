@@ -220,10 +220,12 @@ def events_endpoint(base_url: Optional[str] = None, endpoint: Optional[str] = No
 
 
 def compression(value: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> str:
-    raw = (value or env_str(ENV_COMPRESSION, environ) or "gzip").lower()
-    if raw not in ("gzip", "none"):
-        logger.warning("%s=%r is not gzip or none; using gzip", ENV_COMPRESSION, raw)
-        return "gzip"
+    """``auto`` (the default: none to this machine, gzip elsewhere; ``transport.http.compression_for``),
+    ``gzip`` or ``none``."""
+    raw = (value or env_str(ENV_COMPRESSION, environ) or "auto").lower()
+    if raw not in ("auto", "gzip", "none"):
+        logger.warning("%s=%r is not auto, gzip or none; using auto", ENV_COMPRESSION, raw)
+        return "auto"
     return raw
 
 

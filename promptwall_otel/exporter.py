@@ -33,6 +33,7 @@ from .mapping.runs import Run, RunAssembler, root_conversation, run_event
 from .stats import ExportStats, register_metrics
 from .transport import EventsClient, MemorySpool, RecordEncoder, SendingWorker, Spool
 from .transport.encoding import DEFAULT_MAX_BATCH_BYTES, encode
+from .transport.http import compression_for
 from .transport.promptetheus import PromptetheusClient
 from .transport.worker import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BUFFER_BYTES
 
@@ -128,7 +129,7 @@ class PromptWallSpanExporter(SpanExporter):
                 api_key or config.env_str(config.ENV_API_KEY),
                 headers=extra_headers,
                 timeout_s=timeout or config.env_float(config.ENV_TIMEOUT, 10.0),
-                compression=config.compression(compression),
+                compression=compression_for(self.endpoint, config.compression(compression)),
                 certificate_file=certificate_file or config.env_str(config.ENV_CERTIFICATE),
             )
             self.worker = worker_for(client, directory, self.stats, config.ENV_API_KEY)

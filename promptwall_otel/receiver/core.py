@@ -33,7 +33,6 @@ backlog at start, before that tenant sends again.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import random
 import threading
@@ -41,7 +40,6 @@ import time
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple
-from urllib.parse import urlsplit
 
 from .._ratelimit import RateLimitedLogger
 from ..mapping import Inherited, LogView, MappingOptions, SpanClass, SpanView, classify
@@ -56,6 +54,7 @@ from ..promptetheus import ENV_KEY as ENV_PROMPTETHEUS_KEY
 from ..promptetheus import TARGET as PROMPTETHEUS
 from ..promptetheus import Settings, run_encoder
 from ..transport import EventsClient, RecordEncoder, SendingWorker, Spool
+from ..transport.http import compression_for
 from ..transport.promptetheus import PromptetheusClient
 from ..transport.spool import make_private_dir, write_private
 
@@ -74,24 +73,6 @@ _SPANS_PER_TICK = 500  # one request to the backend, ~1 MB of records with conte
 # caller at once (who would come back together, to a sender that sat idle meanwhile); from 2 s on, all.
 _REFUSE_SOME_FROM_BACKLOG_S = 1.0
 _REFUSE_ALL_FROM_BACKLOG_S = 2.0
-
-
-COMPRESSION_CHOICES = ("auto", "gzip", "none")
-
-
-def forwarding_compression(endpoint: str, choice: str = "auto") -> str:
-    """``gzip`` or ``none`` for requests to ``endpoint``. ``auto``: none when the endpoint is on this machine
-    (a loopback address or ``localhost``), where bandwidth costs nothing and gzip costs ~10 µs of CPU per
-    record with content; gzip otherwise."""
-    if choice != "auto":
-        return choice
-    host = (urlsplit(endpoint).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return "none"
-    try:
-        return "none" if ipaddress.ip_address(host).is_loopback else "gzip"
-    except ValueError:  # a name: it may resolve anywhere
-        return "gzip"
 
 
 class Overloaded(Exception):
@@ -142,7 +123,7 @@ class ReceiverCore:
         self.spool_max_bytes = spool_max_bytes
         self.max_tenants = max_tenants
         self.timeout_s = timeout_s
-        self.compression = forwarding_compression(endpoint, compression)
+        self.compression = compression_for(endpoint, compression)
         self.stats = ExportStats()
         self.counters: Dict[str, int] = {"spans_received": 0, "logs_received": 0, "spans_rejected": 0}
         self._lock = threading.Lock()

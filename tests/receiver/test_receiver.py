@@ -377,16 +377,16 @@ def test_a_span_the_mapping_cannot_handle_costs_only_its_own_record(behind: Loca
 
 
 def test_forwarding_compression_is_off_only_on_this_machine() -> None:
-    from promptwall_otel.receiver.core import forwarding_compression
+    from promptwall_otel.transport.http import compression_for
 
     for endpoint in ("http://127.0.0.1:4000/v1/events", "http://[::1]:4000/v1/events", "http://localhost/v1/events",
                      "http://127.9.9.9/v1/events"):  # fmt: skip
-        assert forwarding_compression(endpoint) == "none", endpoint
+        assert compression_for(endpoint) == "none", endpoint
     for endpoint in ("https://api.promptwall.example/v1/events", "http://10.0.0.5:4000/v1/events",
                      "http://[2001:db8::1]/v1/events", "http://localhost.example.com/v1/events"):  # fmt: skip
-        assert forwarding_compression(endpoint) == "gzip", endpoint
-    assert forwarding_compression("http://127.0.0.1/v1/events", "gzip") == "gzip"
-    assert forwarding_compression("https://api.promptwall.example/v1/events", "none") == "none"
+        assert compression_for(endpoint) == "gzip", endpoint
+    assert compression_for("http://127.0.0.1/v1/events", "gzip") == "gzip"
+    assert compression_for("https://api.promptwall.example/v1/events", "none") == "none"
 
 
 @pytest.mark.parametrize("compression, sent_as", [("auto", "none"), ("gzip", "gzip")])

@@ -352,3 +352,18 @@ def test_a_span_the_mapping_cannot_handle_costs_its_own_record_only(backend: Loc
     assert target.force_flush(10_000)
     stored = sorted(e["metadata"]["gen_ai"]["response_id"][-6:] for e in stored_events(backend.url))
     assert stored == ["000000", "000001", "000003", "000004"]
+
+
+def test_compression_defaults_to_none_on_this_machine_and_gzip_elsewhere(tmp_path: Path) -> None:
+    for endpoint, expected in (("http://127.0.0.1:9", "none"), ("http://localhost:9", "none"), ("http://[::1]:9", "none"),
+                               ("https://promptwall.example", "gzip"), ("http://10.0.0.7:8787", "gzip")):  # fmt: skip
+        target = exporter(endpoint, tmp_path / expected / endpoint.split("//")[1].replace(":", "_").strip("[]"))
+        try:
+            assert target.worker is not None and target.worker.client.compression == expected, endpoint
+        finally:
+            target.shutdown()
+    forced = exporter("http://127.0.0.1:9", tmp_path / "forced", compression="gzip")
+    try:
+        assert forced.worker is not None and forced.worker.client.compression == "gzip"
+    finally:
+        forced.shutdown()
