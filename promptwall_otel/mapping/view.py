@@ -158,12 +158,13 @@ OpenTelemetry package otherwise)."""
 _plain_span_classes: Dict[type, bool] = {}
 
 
-def _stores_as_sdk(cls: type) -> bool:
-    """Whether spans of ``cls`` answer every property read here with the SDK ``ReadableSpan``'s own, which
+def _stores_as_sdk(span: Any) -> bool:
+    """Whether spans of ``span``'s class answer every property read here with the SDK ``ReadableSpan``'s own, which
     returns its field as stored: then the fields are read directly. Each property is a Python-level call,
     as are ``SpanContext.trace_id``, ``Status.status_code`` and ``InstrumentationScope.name``: together
     about a third of viewing a span. A subclass that overrides any of them is read through them."""
     global _sdk_types
+    cls = type(span)
     known = _plain_span_classes.get(cls)
     if known is None:
         try:
@@ -172,9 +173,14 @@ def _stores_as_sdk(cls: type) -> bool:
         except ImportError:  # pragma: no cover - the SDK is a dependency; a span from elsewhere is read as any
             known = False
         else:
-            _sdk_types = (ReadableSpan, SpanContext, Status)
+            # The private fields read directly must exist too (checked once, on the first span of the class): an
+            # SDK release that renames them is then read through its properties, never fails.
             known = issubclass(cls, ReadableSpan) and all(
-                getattr(cls, name, None) is getattr(ReadableSpan, name) for name in _SPAN_PROPERTIES)  # fmt: skip
+                getattr(cls, name, None) is getattr(ReadableSpan, name) and hasattr(span, "_" + name)
+                for name in _SPAN_PROPERTIES)  # fmt: skip
+            status = Status()
+            _sdk_types = (ReadableSpan, SpanContext,
+                          Status if hasattr(status, "_status_code") and hasattr(status, "_description") else None)
         if len(_plain_span_classes) < 64:
             _plain_span_classes[cls] = known
     return known
@@ -204,7 +210,7 @@ def _scope_of(scope: Any) -> Tuple[Any, str, Optional[str]]:
 
 def from_readable_span(span: Any) -> SpanView:
     """View of an OpenTelemetry SDK ``ReadableSpan`` (attributes via :func:`attributes_of`)."""
-    if _stores_as_sdk(type(span)):
+    if _stores_as_sdk(span):
         name, context, parent, kind = span._name, span._context, span._parent, span._kind
         start, end, status, resource = span._start_time, span._end_time, span._status, span._resource
         scope = span._instrumentation_scope
