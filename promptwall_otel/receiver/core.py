@@ -250,11 +250,12 @@ class ReceiverCore:
 
         Raises :class:`Overloaded` if the buffers are full (the front ends call :meth:`admit` first).
         """
-        now = time.monotonic()
         self.check_bounds(tenant)
         with self._lock:
+            now = time.monotonic()  # under the lock: deadlines enter their queue in order
             changed = self._changed
             touched: List[Tuple[str, int]] = []
+            opened: List[Tuple[Tuple[str, int], List[Tuple[str, int]]]] = []
             self.counters["spans_received"] += len(views)
             if tenant not in self._workers:
                 self._worker(tenant)
@@ -279,12 +280,19 @@ class ReceiverCore:
                 self._pending[key] = _Pending(view, tenant, complete)
                 if members is None:
                     members = self._traces[trace_key] = []
-                    self._deadlines.append((now + self.correlation_wait_s, trace_key, members))
+                    opened.append((trace_key, members))
                 members.append(key)
                 if complete and trace_key not in changed:
                     changed.add(trace_key)
                     touched.append(trace_key)
             ready = self._release(touched, tenant)
+            # Deadlines only for the traces that still wait: most leave with the request that brought them,
+            # and an entry per trace kept for the whole wait would be thousands of objects living ~2 s,
+            # promoted to the oldest generation, which full collections then traverse again and again.
+            deadline = now + self.correlation_wait_s
+            for trace_key, members in opened:
+                if self._traces.get(trace_key) is members:
+                    self._deadlines.append((deadline, trace_key, members))
         self._forward_now(ready)
 
     def accept_logs(self, logs: Sequence[LogView], tenant: str) -> None:
