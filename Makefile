@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The per-span modules compiled in place (setup.py): rebuilt when a source changes, else a module whose
 # source changed would run as pure Python (promptwall_otel/compiled.py never imports a stale build).
 COMPILED := $(VENV)/.compiled-stamp
-SOURCES := $(wildcard promptwall_otel/*.py promptwall_otel/*/*.py)
+SOURCES := $(wildcard promptwall_otel/*.py promptwall_otel/*/*.py promptwall_otel/*/*.pyx)
 
 .PHONY: demo test bench soak clean
 

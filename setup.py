@@ -1,6 +1,7 @@
 """Packaging script: everything is in pyproject.toml but the optional compiled modules.
 
-The modules named in ``promptwall_otel/compiled.py`` are compiled with Cython
+The modules named in ``promptwall_otel/compiled.py`` (Python sources, and the
+Cython-only accelerators with a Python path beside them) are compiled with Cython
 when it and a C compiler are available (``pip install .`` gets Cython from the
 build requirements); without a compiler, or with ``PROMPTWALL_PURE_PYTHON=1``,
 the package installs as pure Python and behaves the same, slower. The build
@@ -36,9 +37,9 @@ def extensions() -> List[Any]:
     except ImportError:
         print("promptwall-otel: Cython is not installed; installing pure Python", file=sys.stderr)
         return []
-    modules = [Extension(name, [str(Path(*name.split(".")).with_suffix(".py"))],
+    modules = [Extension(name, [str(compiled["source_path"](name, Path(".")))],
                          extra_compile_args=["-O2", "-g0", "-w"])  # -O3 -g: slower to build, no faster; -w: generated C
-               for name in compiled["MODULES"]]  # fmt: skip
+               for name in compiled["MODULES"] + compiled["ACCELERATORS"]]  # fmt: skip
     return cythonize(modules, language_level=3, quiet=True, nthreads=os.cpu_count() or 1,
                      compiler_directives={"binding": True})  # fmt: skip
 

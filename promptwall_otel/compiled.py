@@ -67,11 +67,16 @@ MODULES = (
     "promptwall_otel.transport.encoding",
 )
 
+# Cython-only modules (``.pyx``): a faster way to do what the package also does in Python, by other means.
+# Where one is not built, stale or turned off, importing it raises ImportError and its caller takes the
+# Python path (``receiver.decode`` falls back to the protobuf runtime).
+ACCELERATORS = ("promptwall_otel.receiver.wire",)
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def source_path(module: str, root: Path = _PACKAGE_DIR.parent) -> Path:
-    return root.joinpath(*module.split(".")).with_suffix(".py")
+    return root.joinpath(*module.split(".")).with_suffix(".pyx" if module in ACCELERATORS else ".py")
 
 
 def source_digest(path: Path) -> str:
@@ -88,15 +93,16 @@ def _compiled_path(module: str) -> Optional[Path]:
 
 
 def status() -> Dict[str, str]:
-    """Each module of :data:`MODULES`: ``compiled``, or why its source runs (for ``doctor`` and the tests)."""
+    """Each module of :data:`MODULES` and :data:`ACCELERATORS`: ``compiled``, or why its source (for an
+    accelerator: the Python path) runs instead (for ``doctor`` and the tests)."""
     if os.environ.get(ENV_PURE_PYTHON, "").strip().lower() in ("1", "true", "yes"):
-        return {module: f"source ({ENV_PURE_PYTHON} is set)" for module in MODULES}
+        return {module: f"source ({ENV_PURE_PYTHON} is set)" for module in MODULES + ACCELERATORS}
     try:
         built = json.loads((_PACKAGE_DIR / MANIFEST).read_text("utf-8"))
     except (OSError, ValueError):
         built = {}
     found: Dict[str, str] = {}
-    for module in MODULES:
+    for module in MODULES + ACCELERATORS:
         if _compiled_path(module) is None:
             found[module] = "source (not compiled: built without Cython or a C compiler)"
             continue
@@ -121,6 +127,8 @@ class _SourceFirst(importlib.abc.MetaPathFinder):
                   ) -> Optional[importlib.machinery.ModuleSpec]:  # fmt: skip
         if fullname not in self.modules:
             return None
+        if fullname in ACCELERATORS:  # no source to run instead: the caller takes its Python path
+            raise ImportError(f"{fullname} is not in use: {status()[fullname]}", name=fullname)
         source = source_path(fullname)
         return importlib.util.spec_from_file_location(fullname, source) if source.exists() else None
 

@@ -67,8 +67,9 @@ def run_in(checkout: Path, code: str, **environ: str) -> Dict[str, object]:
 
 
 def test_every_listed_module_is_a_source_file_of_the_package() -> None:
-    for module in compiled.MODULES:
+    for module in compiled.MODULES + compiled.ACCELERATORS:
         assert compiled.source_path(module).is_file(), module
+    assert all(compiled.source_path(module).suffix == ".pyx" for module in compiled.ACCELERATORS)
     assert "promptwall_otel.compiled" not in compiled.MODULES  # it must run before anything is built
 
 
@@ -95,9 +96,27 @@ def test_a_compiled_module_whose_source_changed_is_never_imported(built: Path, t
     assert status["promptwall_otel.mapping.builder"] == "compiled" and not builder_file.endswith(".py")
 
 
+def test_an_accelerator_whose_source_changed_gives_way_to_the_python_path(built: Path, tmp_path: Path) -> None:
+    check = ("import json\nfrom promptwall_otel import compiled\nfrom promptwall_otel.receiver import decode\n"
+             "try:\n    import promptwall_otel.receiver.wire as wire\n    error = None\n"
+             "except ImportError as exc:\n    error = str(exc)\n"
+             "views, _ = decode.protobuf_span_views(b'')\n"
+             "print(json.dumps([compiled.status()['promptwall_otel.receiver.wire'], decode._wire is not None, error]))")
+    assert run_in(built, check) == ["compiled", True, None]
+    pure = run_in(built, check, **{compiled.ENV_PURE_PYTHON: "1"})
+    assert pure[1] is False and compiled.ENV_PURE_PYTHON in pure[2]  # type: ignore[index,operator]
+    edited = tmp_path / "checkout"
+    shutil.copytree(built, edited, ignore=shutil.ignore_patterns("__pycache__"))
+    wire = edited / "promptwall_otel" / "receiver" / "wire.pyx"
+    wire.write_text(wire.read_text("utf-8") + "\n# edited after the build\n", "utf-8")
+    status, in_use, error = run_in(edited, check)  # type: ignore[misc]
+    assert status.endswith("rebuild)") and in_use is False and "rebuild" in error
+
+
 def test_doctor_says_how_the_per_span_modules_run(built: Path) -> None:
     code = "import json\nfrom promptwall_otel.doctor import speed\nprint(json.dumps(speed().text))"
-    assert run_in(built, code) == f"per-span modules: all {len(compiled.MODULES)} compiled"
+    listed = len(compiled.MODULES + compiled.ACCELERATORS)
+    assert run_in(built, code) == f"per-span modules: all {listed} compiled"
     pure = run_in(built, code, **{compiled.ENV_PURE_PYTHON: "1"})
-    assert f"{len(compiled.MODULES)} of {len(compiled.MODULES)} run as pure Python" in pure  # type: ignore[operator]
+    assert f"{listed} of {listed} run as pure Python" in pure  # type: ignore[operator]
     assert compiled.ENV_PURE_PYTHON in pure  # type: ignore[operator]

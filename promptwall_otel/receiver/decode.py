@@ -6,7 +6,9 @@ gRPC, the already parsed message) and get back :class:`SpanView` and
 ``from_sdk_log`` build from the same SDK objects in-process, so one mapping
 serves both paths.
 
-Decoding uses the opentelemetry-proto message classes. OTLP/JSON is proto3
+Decoding uses the opentelemetry-proto message classes; protobuf traces bodies,
+the receiver's bulk, take the compiled wire decoder (``wire.pyx``) instead
+where it is built: the same views, a third of the CPU. OTLP/JSON is proto3
 JSON with one crucial difference: trace and span ids are hex strings, not
 base64 (every other ``bytes`` field, e.g. ``bytesValue``, stays base64). Hex
 happens to be valid base64 too, so parsing OTLP/JSON naively succeeds and
@@ -32,8 +34,14 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from promptwall_otel.mapping.semconv import EVALUATION_EVENT
 from promptwall_otel.mapping.view import EventView, LogView, SpanView
 
+try:  # the compiled wire decoder (receiver/wire.pyx), where it was built and is current
+    from promptwall_otel.receiver import wire as _wire
+except ImportError:
+    _wire = None  # type: ignore[assignment]
+
 __all__ = [
     "DecodeError",
+    "protobuf_span_views",
     "decode_traces_protobuf",
     "decode_traces_json",
     "decode_logs_protobuf",
@@ -263,6 +271,17 @@ def span_views(request: ExportTraceServiceRequest) -> Tuple[List[SpanView], int]
                     )
                 )
     return views, invalid
+
+
+def protobuf_span_views(body: bytes) -> Tuple[List[SpanView], int]:
+    """:func:`span_views` of an ``application/x-protobuf`` traces body, the same views by the fastest way built:
+    the compiled wire decoder (``wire.pyx``) when present, else the protobuf runtime."""
+    if _wire is None:
+        return span_views(decode_traces_protobuf(body))
+    try:
+        return _wire.span_views(body, MAX_STRING_CHARS)  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise DecodeError(_short(f"malformed OTLP/protobuf traces: {exc}")) from exc
 
 
 def log_views(request: ExportLogsServiceRequest) -> List[LogView]:

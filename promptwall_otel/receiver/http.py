@@ -29,8 +29,8 @@ from .decode import (
     decode_logs_json,
     decode_logs_protobuf,
     decode_traces_json,
-    decode_traces_protobuf,
     log_views,
+    protobuf_span_views,
     span_views,
 )
 
@@ -95,8 +95,10 @@ class ReceiverService(HttpService):
         return Response(200, response.SerializeToString(), PROTOBUF)
 
     def _traces(self, body: bytes, media_type: str, tenant: str) -> Message:
-        request = (decode_traces_json if media_type == JSON else decode_traces_protobuf)(body)
-        views, unreadable = span_views(request)
+        if media_type == JSON:
+            views, unreadable = span_views(decode_traces_json(body))
+        else:
+            views, unreadable = protobuf_span_views(body)
         self.core.accept_spans(views, tenant)
         response = ExportTraceServiceResponse()
         if unreadable:
