@@ -172,9 +172,10 @@ def test_receiver_grpc_answers_every_fuzzed_message(receiver: Receiver) -> None:
                 statuses.add(grpc.StatusCode.OK)
             except grpc.RpcError as error:
                 statuses.add(error.code())
-                assert error.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAUTHENTICATED,
-                                        grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INVALID_ARGUMENT), \
+                # Malformed messages are the client's fault (INVALID_ARGUMENT), never an INTERNAL error of ours.
+                assert error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAVAILABLE,
+                                        grpc.StatusCode.INVALID_ARGUMENT), \
                     (error.code(), error.details())  # fmt: skip
                 if error.code() == grpc.StatusCode.UNAVAILABLE:
                     assert "retry" in error.details() or "full" in error.details() or "waiting" in error.details()
-        assert grpc.StatusCode.OK in statuses
+        assert {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT} <= statuses

@@ -1,6 +1,7 @@
 """OTLP/gRPC front end: ``TraceService/Export`` and ``LogsService/Export`` with the HTTP side's rules.
 
-Status codes follow the OTLP specification: UNAUTHENTICATED without a key,
+Status codes follow the OTLP specification: INVALID_ARGUMENT for a malformed
+message, UNAUTHENTICATED without a key,
 RESOURCE_EXHAUSTED when a message is over the size limit or more than
 ``max_concurrent_requests`` calls are in flight (grpcio enforces both),
 UNAVAILABLE with a retry hint when the receiver cannot keep up.
@@ -9,17 +10,22 @@ UNAVAILABLE with a retry hint when the receiver cannot keep up.
 from __future__ import annotations
 
 from concurrent import futures
-from typing import Any, FrozenSet, Optional
+from typing import Callable, FrozenSet, Optional
 
 import grpc
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from google.protobuf.message import Message
 
 from ..serving import HttpError, api_key_from
 from ..webserver import Limits
 from .core import Overloaded, ReceiverCore
-from .decode import log_views, span_views
+from .decode import DecodeError
+from .export import PROTOBUF, export_logs, export_traces
 from .http import TOKEN_HEADER, caller_tenant
+
+_SERVICES = {
+    "opentelemetry.proto.collector.trace.v1.TraceService": export_traces,
+    "opentelemetry.proto.collector.logs.v1.LogsService": export_logs,
+}
 
 
 def _tenant(core: ReceiverCore, tokens: FrozenSet[str], context: grpc.ServicerContext) -> Optional[str]:
@@ -32,43 +38,31 @@ def _tenant(core: ReceiverCore, tokens: FrozenSet[str], context: grpc.ServicerCo
     return None  # not reached: abort raises
 
 
-def _overloaded(context: grpc.ServicerContext, exc: Overloaded) -> None:
-    context.set_trailing_metadata((("retry-after", str(exc.retry_after_s)),))
-    context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+def _serialized(response: Message) -> bytes:
+    return response.SerializeToString()
 
 
-class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, core: ReceiverCore, tokens: FrozenSet[str]) -> None:
-        self.core, self.tokens = core, tokens
+class _Export:
+    """One ``Export`` method. It takes the message's raw bytes (no deserializer), so that gRPC and HTTP
+    decode alike, admission comes before any decoding, and a malformed message is INVALID_ARGUMENT."""
 
-    def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        tenant = _tenant(self.core, self.tokens, context) or ""
-        try:
-            self.core.admit(tenant)  # grpcio has decoded the body already; nothing is mapped if refused
-            views, unreadable = span_views(request)
-            self.core.accept_spans(views, tenant)
-        except Overloaded as exc:
-            _overloaded(context, exc)
-        response = trace_service_pb2.ExportTraceServiceResponse()
-        if unreadable:
-            self.core.counters["spans_rejected"] += unreadable
-            response.partial_success.rejected_spans = unreadable
-            response.partial_success.error_message = f"{unreadable} spans had invalid trace or span ids"
-        return response
+    def __init__(self, core: ReceiverCore, tokens: FrozenSet[str],
+                 export: Callable[[ReceiverCore, bytes, str, str], Message]) -> None:  # fmt: skip
+        self.core, self.tokens, self.export = core, tokens, export
 
-
-class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
-    def __init__(self, core: ReceiverCore, tokens: FrozenSet[str]) -> None:
-        self.core, self.tokens = core, tokens
-
-    def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+    def __call__(self, body: bytes, context: grpc.ServicerContext) -> Message:
         tenant = _tenant(self.core, self.tokens, context) or ""
         try:
             self.core.admit(tenant)
-            self.core.accept_logs(log_views(request), tenant)
+            return self.export(self.core, body, PROTOBUF, tenant)
         except Overloaded as exc:
-            _overloaded(context, exc)
-        return logs_service_pb2.ExportLogsServiceResponse()
+            context.set_trailing_metadata((("retry-after", str(exc.retry_after_s)),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed OTLP message: {exc}")
+        except RecursionError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed OTLP message: nested too deeply")
+        raise AssertionError("not reached: abort raises")
 
 
 def start_grpc(
@@ -83,8 +77,10 @@ def start_grpc(
     ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=limits.workers), options=options,
                          maximum_concurrent_rpcs=limits.max_concurrent_requests)  # fmt: skip
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(core, tokens), server)
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(core, tokens), server)
+    for service, export in _SERVICES.items():
+        handler = grpc.unary_unary_rpc_method_handler(_Export(core, tokens, export),
+                                                      response_serializer=_serialized)  # fmt: skip
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Export": handler}),))
     port = server.add_insecure_port(address)
     server.start()
     return server, port

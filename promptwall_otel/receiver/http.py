@@ -18,26 +18,15 @@ from typing import FrozenSet, Optional
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from ..serving import HttpError, api_key_from
 from ..webserver import HttpService, Limits, Request, Response, json_response
 from .core import Overloaded, ReceiverCore
-from .decode import (
-    DecodeError,
-    decode_logs_json,
-    decode_logs_protobuf,
-    decode_traces_json,
-    log_views,
-    protobuf_span_views,
-    span_views,
-)
+from .decode import DecodeError
+from .export import JSON, PROTOBUF, export_logs, export_traces
 
 logger = logging.getLogger("promptwall_otel.receiver")
 
-PROTOBUF = "application/x-protobuf"
-JSON = "application/json"
 TOKEN_HEADER = "X-Receiver-Token"
 DEFAULT_LIMITS = Limits()
 DEFAULT_MAX_BODY_BYTES = DEFAULT_LIMITS.max_body_bytes
@@ -82,10 +71,8 @@ class ReceiverService(HttpService):
 
     def _export(self, path: str, body: bytes, media_type: str, tenant: str) -> Response:
         try:
-            if path == "/v1/traces":
-                response: Message = self._traces(body, media_type, tenant)
-            else:
-                response = self._logs(body, media_type, tenant)
+            export = export_traces if path == "/v1/traces" else export_logs
+            response: Message = export(self.core, body, media_type, tenant)
         except DecodeError as exc:
             raise HttpError(400, f"malformed OTLP body: {exc}") from None
         except RecursionError:
@@ -93,21 +80,3 @@ class ReceiverService(HttpService):
         if media_type == JSON:
             return Response(200, json.dumps(json_format.MessageToDict(response)).encode(), JSON)
         return Response(200, response.SerializeToString(), PROTOBUF)
-
-    def _traces(self, body: bytes, media_type: str, tenant: str) -> Message:
-        if media_type == JSON:
-            views, unreadable = span_views(decode_traces_json(body))
-        else:
-            views, unreadable = protobuf_span_views(body)
-        self.core.accept_spans(views, tenant)
-        response = ExportTraceServiceResponse()
-        if unreadable:
-            self.core.counters["spans_rejected"] += unreadable
-            response.partial_success.rejected_spans = unreadable
-            response.partial_success.error_message = f"{unreadable} spans had invalid trace or span ids"
-        return response
-
-    def _logs(self, body: bytes, media_type: str, tenant: str) -> Message:
-        request = (decode_logs_json if media_type == JSON else decode_logs_protobuf)(body)
-        self.core.accept_logs(log_views(request), tenant)
-        return ExportLogsServiceResponse()
