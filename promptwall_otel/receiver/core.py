@@ -9,11 +9,15 @@ worker, spool and dead letters as in-process. Everything held here is a
 short-lived, bounded cache: replicas share nothing, the deterministic
 ``request_id`` makes a record that two replicas send stored once.
 
-A request that completes traces (the usual case: a call that is its own
-trace, with its content on the span) maps and forwards them on its own
-thread before it is answered; only spans that must wait go to the flusher.
-The work a request causes is in proportion to what it brought, with no
-hand-off between threads on the common path.
+A request is answered as soon as its spans are held here (decoded, their
+lineage noted): it never waits for mapping. One flusher thread, woken by each
+intake, maps what is complete (the usual case: a call that is its own trace,
+with its content on the span) and what fell due, in steps of whole traces of
+about 32 spans, between which the request threads get the interpreter back
+(compiled code would otherwise hold it for a whole tick). Waiting spans are
+bounded (``max_pending_spans``), so an acknowledged span is in memory here,
+in the sender's buffer or in the spool, as before: the same promise, with
+requests answered in about a millisecond of their own work.
 
 Backpressure comes before the answer: :meth:`ReceiverCore.admit` refuses a
 request (503 / UNAVAILABLE, which collectors retry) while spans wait at their
@@ -66,6 +70,8 @@ _LINEAGE_SPANS = 50_000  # parent links remembered, oldest first forgotten: ~3 s
 _INHERITED_RANK = {attribute: rank for rank, attribute in enumerate(INHERITED_KEYS)}
 _NOTHING_INHERITED = Inherited()
 _SEND_LINGER_S = 0.05  # requests bring ~100 spans; a request to the backend of 500 costs ~3 µs less per record
+_FLUSH_TICK_S = 0.05  # the longest the flusher sleeps: traces fall due between intakes
+_MAP_STEP_SPANS = 32  # mapped between chances for other threads to run (see _forward)
 _SPANS_PER_TICK = 500  # one request to the backend, ~1 MB of records with content: well under the high-water mark
 # Admission by the forwarding backlog in seconds of sending (the tenant's buffer at its recent send rate).
 # Callers refused with Retry-After: 1 pause a second or more, so refusing starts only once the backlog would
@@ -135,6 +141,10 @@ class ReceiverCore:
         self._deadlines: Deque[Tuple[float, Tuple[str, int], List[Tuple[str, int]]]] = deque()
         self._changed: Set[Tuple[str, int]] = set()
         self._overdue: Dict[Tuple[str, int], List[Tuple[str, int]]] = {}  # fell due while their tenant was held back
+        # traces opened since the flusher last looked, with their arrival: given a deadline only if they must
+        # wait (most are complete and leave at once, and a queue entry per trace kept for the whole wait
+        # would be thousands of objects promoted to the oldest generation, traversed by every full collection)
+        self._untimed: Dict[Tuple[str, int], float] = {}
         self._content: "OrderedDict[Tuple[str, int], List[LogView]]" = OrderedDict()
         # (tenant, trace id, span id) -> (parent span id, ((inherited field, value), ...) from its own attributes):
         # plain tuples of strings and ints, which the garbage collector stops tracking, so the spans
@@ -161,6 +171,7 @@ class ReceiverCore:
         self._log = RateLimitedLogger(logger)
         self._replay_spooled_tenants()
         self._closed = threading.Event()
+        self._wake = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="promptwall-receiver", daemon=True)
         self._flusher.start()
 
@@ -246,16 +257,16 @@ class ReceiverCore:
                              retry_after_s=1)
 
     def accept_spans(self, views: Sequence[SpanView], tenant: str) -> None:
-        """Take spans; map and forward, on the caller's thread, the traces they complete; queue the rest.
+        """Take spans: remember their lineage, keep the GenAI calls among them for the flusher to map.
 
-        Raises :class:`Overloaded` if the buffers are full (the front ends call :meth:`admit` first).
+        Nothing is mapped here: the request is answered as soon as its spans are held (bounded by
+        ``max_pending_spans``), and the flusher, woken at once, maps them in short steps. Raises
+        :class:`Overloaded` if the buffers are full (the front ends call :meth:`admit` first).
         """
         self.check_bounds(tenant)
         with self._lock:
-            now = time.monotonic()  # under the lock: deadlines enter their queue in order
+            now = time.monotonic()
             changed = self._changed
-            touched: List[Tuple[str, int]] = []
-            opened: List[Tuple[Tuple[str, int], List[Tuple[str, int]]]] = []
             self.counters["spans_received"] += len(views)
             if tenant not in self._workers:
                 self._worker(tenant)
@@ -263,9 +274,8 @@ class ReceiverCore:
                 self._remember_lineage(tenant, view)
                 trace_key = (tenant, view.trace_id)
                 members = self._traces.get(trace_key)
-                if members is not None and trace_key not in changed:
+                if members is not None:
                     changed.add(trace_key)  # perhaps an ancestor its waiting spans inherit from
-                    touched.append(trace_key)
                 span_class = classify(view).span_class
                 if span_class not in (SpanClass.INFERENCE, SpanClass.AGGREGATE):
                     continue
@@ -280,26 +290,16 @@ class ReceiverCore:
                 self._pending[key] = _Pending(view, tenant, complete)
                 if members is None:
                     members = self._traces[trace_key] = []
-                    opened.append((trace_key, members))
-                members.append(key)
-                if complete and trace_key not in changed:
+                    # The flusher releases it if it is complete, else gives it a deadline from its arrival.
+                    self._untimed[trace_key] = now
                     changed.add(trace_key)
-                    touched.append(trace_key)
-            ready = self._release(touched, tenant)
-            # Deadlines only for the traces that still wait: most leave with the request that brought them,
-            # and an entry per trace kept for the whole wait would be thousands of objects living ~2 s,
-            # promoted to the oldest generation, which full collections then traverse again and again.
-            deadline = now + self.correlation_wait_s
-            for trace_key, members in opened:
-                if self._traces.get(trace_key) is members:
-                    self._deadlines.append((deadline, trace_key, members))
-        self._forward_now(ready)
+                members.append(key)
+            self._wake.set()
 
     def accept_logs(self, logs: Sequence[LogView], tenant: str) -> None:
-        """Keep content logs for their spans; map and forward the traces they complete, on the caller's thread."""
+        """Keep content logs for their spans; wake the flusher for the traces they complete."""
         self.check_bounds(tenant)
         with self._lock:
-            touched: List[Tuple[str, int]] = []
             self.counters["logs_received"] += len(logs)
             for log in logs:
                 if log.event_name not in JOINED_LOG_EVENTS:
@@ -322,12 +322,8 @@ class ReceiverCore:
                 pending = self._pending.get(key)
                 if pending is not None and log.event_name in _LAST_CONTENT_EVENTS:
                     pending.complete = True
-                    trace_key = (tenant, pending.view.trace_id)
-                    if trace_key not in self._changed:
-                        self._changed.add(trace_key)
-                        touched.append(trace_key)
-            ready = self._release(touched, tenant)
-        self._forward_now(ready)
+                    self._changed.add((tenant, pending.view.trace_id))
+            self._wake.set()
 
     def _evaluates_a_forwarded_call(self, tenant: str, log: LogView) -> bool:
         if (tenant, log.span_id) in self._pending:
@@ -432,6 +428,15 @@ class ReceiverCore:
                 if self._complete(members):
                     due[trace_key] = None
                     spans += len(members)
+                    continue
+                arrived = self._untimed.pop(trace_key, None)
+                if arrived is not None:  # it waits: from its arrival, at most the correlation wait
+                    deadline = arrived + self.correlation_wait_s
+                    if deadline <= now:
+                        self._overdue[trace_key] = members
+                    else:  # kept in order: one that arrived a tick earlier waits that much longer, no more
+                        deadlines.append((max(deadline, deadlines[-1][0]) if deadlines else deadline, trace_key,
+                                          members))  # fmt: skip
             return self._take(due)
 
     def _complete(self, members: List[Tuple[str, int]]) -> bool:
@@ -443,43 +448,29 @@ class ReceiverCore:
         """Remove the ``due`` traces' spans from the waiting set, with their logs and inheritance (lock held)."""
         ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]] = {}
         for trace_key in due:
+            self._untimed.pop(trace_key, None)
             for key in self._traces.pop(trace_key, ()):
                 pending = self._pending.pop(key)
                 inherited, _ = self._inherited(pending.tenant, pending.view)
                 ready.setdefault(pending.tenant, []).append((pending.view, self._content.pop(key, []), inherited))
         return ready
 
-    def _release(self, touched: List[Tuple[str, int]], tenant: str) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:
-        """The traces among ``touched`` (this request's) that are complete now, taken out to be mapped by the
-        caller at once (lock held): no hand-off to the flusher, and the work a request causes is in proportion
-        to what it brought. Nothing, if the tenant's forwarding is behind: the flusher holds its spans back."""
-        if not touched:
-            return {}
-        worker = self._workers.get(tenant)
-        if worker is None or worker.pressure(self._high_water_bytes):
-            return {}
-        due: Dict[Tuple[str, int], None] = {}
-        for trace_key in touched:
-            members = self._traces.get(trace_key)
-            if members is None or trace_key in self._overdue:
-                continue
-            if self._complete(members):
-                self._changed.discard(trace_key)
-                due[trace_key] = None
-        return self._take(due)
-
     def _release_all(self) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:
         with self._lock:
             self._deadlines.clear()
             self._overdue.clear()
             self._changed.clear()
+            self._untimed.clear()
             for trace_key in self._traces:
                 self._deadlines.append((0.0, trace_key, self._traces[trace_key]))
         return self._ready(float("inf"))
 
     def _flush_loop(self) -> None:
         busy = False
-        while not self._closed.wait(0.0 if busy else 0.05):
+        while not self._closed.is_set():
+            if not busy:
+                self._wake.wait(_FLUSH_TICK_S)  # woken by every intake; the tick finds traces that fell due
+            self._wake.clear()  # before the work: an intake meanwhile wakes the next round at once
             try:
                 busy = self.flush(force=False)
             except Exception:  # the loop must go on: what waits would otherwise never be forwarded
@@ -512,41 +503,48 @@ class ReceiverCore:
         self._forward(ready)
         return sum(len(items) for items in ready.values()) >= _SPANS_PER_TICK
 
-    def _forward_now(self, ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]) -> None:
-        """:meth:`_forward` on a request's thread: the spans were taken, so nothing may escape to the caller."""
-        if not ready:
-            return
-        try:
-            self._forward(ready)
-        except Exception:  # the mapping is isolated per span already; this is the encoder or the worker
-            self._log.log(logging.ERROR, "flush", "receiver: forwarding failed", exc_info=True)
-
     def _forward(self, ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]) -> None:
-        """Map released spans, tenant by tenant, and hand the records to the tenants' senders."""
+        """Map released spans, tenant by tenant, and hand the records to the tenants' senders.
+
+        In steps of about ``_MAP_STEP_SPANS`` spans, whole traces each (the ledger sees a trace's spans
+        together, in the order they ended: children before parents). Compiled code never lets another
+        thread take the interpreter, however long it runs; ``map_isolated``, interpreted, does: a request
+        waits about a step (~1 ms) for it, not for the whole tick's mapping.
+        """
         for tenant, items in ready.items():
-            # Spans in the order they ended: children before parents, as the ledger expects.
-            items.sort(key=lambda item: item[0].end_ns)
-            views = [view for view, _, _ in items]
-            logs = {view.span_id: found for view, found, _ in items}
-            inherited = {view.span_id: value for view, _, value in items}
             ledger = self._ledgers.get(tenant) or self._ledgers.setdefault(tenant, TraceLedger())
-            records: List[Dict[str, Any]] = []
+            with self._lock:
+                worker = self._worker(tenant)
+            start = 0
+            while start < len(items):  # items come a trace at a time (_take)
+                stop = min(start + _MAP_STEP_SPANS, len(items))
+                trace_id = items[stop - 1][0].trace_id
+                while stop < len(items) and items[stop][0].trace_id == trace_id:
+                    stop += 1
+                self._map_step(items[start:stop], ledger, worker)
+                start = stop
 
-            def run(group: Sequence[SpanView]) -> None:
-                records.extend(ledger.map_batch(group, self.mapping, logs_for=lambda v: logs.get(v.span_id, []),
-                                                inherited_for=lambda v: inherited.get(v.span_id, Inherited())))
+    def _map_step(self, items: List[Tuple[SpanView, List[LogView], Inherited]], ledger: TraceLedger,
+                  worker: SendingWorker) -> None:  # fmt: skip
+        items.sort(key=lambda item: item[0].end_ns)
+        views = [view for view, _, _ in items]
+        logs = {view.span_id: found for view, found, _ in items}
+        inherited = {view.span_id: value for view, _, value in items}
+        records: List[Dict[str, Any]] = []
 
-            def dropped(view: SpanView) -> None:
-                self.stats.add("dropped")
-                self._log.log(logging.ERROR, "map", "receiver: span %016x of trace %032x cannot be mapped; dropped",
-                              view.span_id, view.trace_id)  # fmt: skip
+        def run(group: Sequence[SpanView]) -> None:
+            records.extend(ledger.map_batch(group, self.mapping, logs_for=lambda v: logs.get(v.span_id, []),
+                                            inherited_for=lambda v: inherited.get(v.span_id, _NOTHING_INHERITED)))
 
-            map_isolated(views, lambda view: view.trace_id, run, dropped)
-            if records:
-                with self._lock:
-                    worker = self._worker(tenant)
-                worker.offer(self._encoder.many(records))
-                self._offer_runs(records)
+        def dropped(view: SpanView) -> None:
+            self.stats.add("dropped")
+            self._log.log(logging.ERROR, "map", "receiver: span %016x of trace %032x cannot be mapped; dropped",
+                          view.span_id, view.trace_id)  # fmt: skip
+
+        map_isolated(views, lambda view: view.trace_id, run, dropped)
+        if records:
+            worker.offer(self._encoder.many(records))
+            self._offer_runs(records)
 
     def _offer_runs(self, records: Sequence[Dict[str, Any]]) -> None:
         if self._runs is not None:
@@ -568,6 +566,7 @@ class ReceiverCore:
     def close(self, timeout_s: float = 5.0) -> None:
         """Map everything still waiting, then give each sender ``timeout_s`` to deliver (the rest is spooled)."""
         self._closed.set()
+        self._wake.set()
         self._flusher.join(1.0)
         self.flush(force=True)
         for worker in list(self._workers.values()) + ([self._runs[0]] if self._runs is not None else []):
