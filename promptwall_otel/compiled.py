@@ -57,6 +57,7 @@ MODULES = (
     "promptwall_otel.mapping.openllmetry",
     "promptwall_otel.mapping.options",
     "promptwall_otel.mapping.prices",
+    "promptwall_otel.mapping.recent",
     "promptwall_otel.mapping.runs",
     "promptwall_otel.mapping.semconv",
     "promptwall_otel.mapping.values",

@@ -15,6 +15,7 @@ it stored, so a later copy could only be skipped there).
 from __future__ import annotations
 
 import logging
+import marshal
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -25,6 +26,7 @@ from .builder import AGGREGATE, CONTEXT, INFERENCE, MODEL_KEYS, REQUEST_MODEL_KE
     Inherited, build_event, classify  # fmt: skip
 from .builder import DEDUPE_WINDOW_NS, evaluation_record, guardrail_record, response_keyed_id
 from .options import MappingOptions
+from .recent import RecentMap
 from .values import first, text
 from .view import LogView, SpanView
 
@@ -32,7 +34,7 @@ LogsFor = Callable[[SpanView], Sequence[LogView]]
 InheritedFor = Callable[[SpanView], Inherited]
 
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
-_SENT_IDS = 20_000  # response-keyed request ids remembered across batches (a copy comes seconds later at most)
+_SENT_IDS = 20_000  # at least this many recent calls remembered across batches (a copy comes seconds later at most)
 _LATE_WINDOWS = 30  # a late evaluation naming a response id finds calls that started up to 5 minutes before it
 _Call = Tuple[str, Optional[str], Optional[str], str]  # what a later record about a call names: its request_id,
 # session, user and integration
@@ -258,10 +260,11 @@ class TraceLedger:
         self._lock = threading.Lock()
         # response-keyed request_id -> (fullness of the record handed out, the call), for copies in later
         # batches, and for late evaluations that name the call's response id
-        self._sent: "OrderedDict[str, Tuple[Tuple[bool, bool, int], _Call]]" = OrderedDict()
+        # (marshalled: the maps hold only atomic values, which the garbage collector never walks)
+        self._sent: RecentMap[str, bytes] = RecentMap(_SENT_IDS)
         # span id (16 hex digits) of a call handed out -> the call, for late evaluations that name its span.
         # One insert per record: this runs for every record.
-        self._calls_sent: "OrderedDict[str, _Call]" = OrderedDict()
+        self._calls_sent: RecentMap[str, bytes] = RecentMap(_SENT_IDS)
 
     def _trace(self, trace_id: int) -> _Trace:
         traces = self._traces
@@ -441,9 +444,9 @@ class TraceLedger:
                 hits = [guardrails.evaluation_hit(event.attributes) for event in events]
                 guardrails.combine(record, (), [hit for hit in hits if hit])
                 continue
-            call = self._calls_sent.get(f"{view.parent_span_id:016x}")
-            if call is not None:
-                out.append(evaluation_record(call, events, options))
+            packed = self._calls_sent.get(f"{view.parent_span_id:016x}")
+            if packed is not None:
+                out.append(evaluation_record(marshal.loads(packed), events, options))
 
     def _apply_guardrails(self, guards: List[SpanView], views: Sequence[SpanView], out: List[Dict[str, Any]],
                           options: MappingOptions, inherited_for: Optional[InheritedFor]) -> None:  # fmt: skip
@@ -484,7 +487,7 @@ class TraceLedger:
     def _late_copy(self, event: Dict[str, Any]) -> None:
         """A copy of a call whose record an earlier batch handed out is dropped; if it held more than
         that record (content or usage it lacked), the loss is logged."""
-        if _fullness(event) > self._sent[event["request_id"]][0]:
+        if _fullness(event) > marshal.loads(self._sent.get(event["request_id"]))[0]:  # type: ignore[arg-type]
             logger.info("call %s: a fuller copy came in a later batch than its first record; the backend keeps "
                         "the first", event["request_id"])  # fmt: skip
 
@@ -492,33 +495,31 @@ class TraceLedger:
         request_id: str = event["request_id"]  # annotated: compiled, str's own startswith
         call = (request_id, event.get("session_id"), event.get("user_id"), event["integration_id"])
         if request_id.startswith("gen-"):
-            sent = self._sent
-            sent[request_id] = (_fullness(event), call)
-            if len(sent) > _SENT_IDS:
-                sent.popitem(last=False)
+            self._sent[request_id] = marshal.dumps((_fullness(event), call))
         otel = event["metadata"].get("otel")
         if otel is None:
             return  # a follow-up record about a call, not a call
         calls = self._calls_sent
-        calls[otel["span_id"]] = call
+        packed = marshal.dumps(call)
+        calls[otel["span_id"]] = packed
         if "duplicate_spans" in otel:  # the other instrumentation's span of the call: an evaluation may name it
             for span_hex in otel["duplicate_spans"]:
                 if span_hex:
-                    calls[span_hex] = call
-        while len(calls) > _SENT_IDS:
-            calls.popitem(last=False)
+                    calls[span_hex] = packed
 
     def _call(self, span_id: int, response_id: Optional[str], at_ns: int) -> Optional[_Call]:
         """The call handed out with this span id, else the response-keyed call with this response id
         that started in the 5 minutes before ``at_ns``."""
-        call = self._calls_sent.get(f"{span_id:016x}") if span_id else None
-        if call is None and response_id:
+        packed = self._calls_sent.get(f"{span_id:016x}") if span_id else None
+        if packed is not None:
+            return marshal.loads(packed)  # type: ignore[no-any-return]
+        if response_id:
             window = at_ns // DEDUPE_WINDOW_NS
             for start in range(window, window - _LATE_WINDOWS - 1, -1):
                 found = self._sent.get(response_keyed_id(response_id, start))
                 if found is not None:
-                    return found[1]
-        return call
+                    return marshal.loads(found)[1]  # type: ignore[no-any-return]
+        return None
 
     def call_sent(self, key: Union[int, str]) -> bool:
         """Whether the call with this span id (int) or response id was handed out in the last 5 minutes

@@ -38,17 +38,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import marshal
 import random
 import threading
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Deque, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from .._ratelimit import RateLimitedLogger
 from ..mapping import Inherited, LogView, MappingOptions, SpanClass, SpanView, classify
 from ..mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
 from ..mapping.ledger import TraceLedger
+from ..mapping.recent import RecentMap
 from ..mapping.semconv import CHOICE_EVENT, DETAILS_EVENT, EVALUATION_EVENT, INPUT_MESSAGES, JOINED_LOG_EVENTS, \
     OUTPUT_MESSAGES
 from .. import config
@@ -66,7 +68,7 @@ logger = logging.getLogger("promptwall_otel.receiver")
 
 _LAST_CONTENT_EVENTS = frozenset({CHOICE_EVENT, DETAILS_EVENT})
 _KEY_FILE = "tenant.key"
-_LINEAGE_SPANS = 50_000  # parent links remembered, oldest first forgotten: ~3 s at 16,000 spans/s (the wait is 2 s)
+_LINEAGE_SPANS = 50_000  # parent links remembered at least (at most twice that): ~3 s at 16,000 spans/s (the wait is 2 s)
 _INHERITED_RANK = {attribute: rank for rank, attribute in enumerate(INHERITED_KEYS)}
 _NOTHING_INHERITED = Inherited()
 _SEND_LINGER_S = 0.05  # requests bring ~100 spans; a request to the backend of 500 costs ~3 µs less per record
@@ -146,10 +148,11 @@ class ReceiverCore:
         # would be thousands of objects promoted to the oldest generation, traversed by every full collection)
         self._untimed: Dict[Tuple[str, int], float] = {}
         self._content: "OrderedDict[Tuple[str, int], List[LogView]]" = OrderedDict()
-        # (tenant, trace id, span id) -> (parent span id, ((inherited field, value), ...) from its own attributes):
-        # plain tuples of strings and ints, which the garbage collector stops tracking, so the spans
-        # remembered (up to _LINEAGE_SPANS) cost full collections nothing.
-        self._lineage: "OrderedDict[Tuple[str, int, int], Tuple[Optional[int], Tuple[Tuple[str, str], ...]]]" = OrderedDict()
+        # tenant number << 128 | trace id << 64 | span id -> parent span id (0: a root), or, for a span with
+        # inherited fields of its own, marshal.dumps((parent, ((field, value), ...))): atomic keys and values,
+        # which the garbage collector never walks (mapping/recent.py)
+        self._lineage: RecentMap[int, Union[int, bytes]] = RecentMap(_LINEAGE_SPANS)
+        self._tenant_numbers: Dict[str, int] = {}
         self._ledgers: Dict[str, TraceLedger] = {}
         self._sources_by_keys: Dict[Tuple[str, ...], Tuple[Tuple[str, str], ...]] = {}
         # tenant -> evaluation records about calls already forwarded: follow-up records at the next flush
@@ -334,8 +337,15 @@ class ReceiverCore:
         return (bool(log.span_id) and ledger.call_sent(log.span_id)) \
             or ledger.call_sent(str(log.attributes.get("gen_ai.response.id") or ""))  # fmt: skip
 
+    def _lineage_base(self, tenant: str, trace_id: int) -> int:
+        number = self._tenant_numbers.get(tenant)
+        if number is None:
+            number = self._tenant_numbers[tenant] = len(self._tenant_numbers)
+        return (number << 128) | (trace_id << 64)
+
     def _remember_lineage(self, tenant: str, view: SpanView) -> None:
-        own: Tuple[Tuple[str, str], ...] = ()
+        parent = view.parent_span_id or 0
+        entry: Union[int, bytes] = parent
         attrs = view.attributes
         sources = self._inherited_sources(attrs) if attrs else ()
         if sources:
@@ -344,12 +354,9 @@ class ReceiverCore:
                 value = attrs[attribute]
                 if value not in (None, "") and field not in found:
                     found[field] = str(value)
-            own = tuple(found.items())
-        key = (tenant, view.trace_id, view.span_id)
-        lineage = self._lineage
-        if key not in lineage and len(lineage) >= _LINEAGE_SPANS:
-            lineage.popitem(last=False)
-        lineage[key] = (view.parent_span_id, own)
+            if found:
+                entry = marshal.dumps((parent, tuple(found.items())))
+        self._lineage[self._lineage_base(tenant, view.trace_id) | view.span_id] = entry
 
     def _inherited_sources(self, attrs: Mapping[str, Any]) -> Tuple[Tuple[str, str], ...]:
         """(attribute, inherited field) for the inherited keys among ``attrs``, in priority order (lock held).
@@ -372,17 +379,20 @@ class ReceiverCore:
         parent = view.parent_span_id
         if parent is None:
             return _NOTHING_INHERITED, True
-        lineage, trace_id = self._lineage, view.trace_id
+        lineage, base = self._lineage, self._lineage_base(tenant, view.trace_id)
         merged: Dict[str, Any] = {}
         depth = 0
-        while parent is not None and depth < 64:
-            entry = lineage.get((tenant, trace_id, parent))
+        while parent and depth < 64:
+            entry = lineage.get(base | parent)
             if entry is None:
                 return Inherited(**merged), False
-            parent, own = entry
-            for field, value in own:  # nearest ancestor first: it wins
-                if field not in merged:
-                    merged[field] = value
+            if type(entry) is int:
+                parent = entry
+            else:
+                parent, own = marshal.loads(entry)  # type: ignore[arg-type]
+                for field, value in own:  # nearest ancestor first: it wins
+                    if field not in merged:
+                        merged[field] = value
             depth += 1
         return Inherited(**merged), True
 

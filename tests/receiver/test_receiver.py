@@ -397,3 +397,25 @@ def test_events_arrive_with_and_without_gzip(behind: LocalBackend, tmp_path: Pat
         assert otlp_post(receiver.http_url + "/v1/traces", chat_request(f"chatcmpl-sent-{compression}-01")).status_code == 200
         (event,) = wait_for(behind.url, 1)
     assert event["metadata"]["gen_ai"]["response_id"] == f"chatcmpl-sent-{compression}-01" and event["total_tokens"] == 5
+
+
+def test_the_lineage_it_remembers_stays_out_of_collections(tmp_path: Path) -> None:
+    """Span lineage and the ledger's calls (tens of thousands of entries at full rate) are held in maps the
+    garbage collector never walks, whose entries are still found: parents, and fields inherited from them."""
+    import gc
+
+    from promptwall_otel.receiver.core import ReceiverCore
+    from tests.mapping.captures import CAPTURES, load
+
+    core = ReceiverCore("http://127.0.0.1:9/v1/events", API_KEY, spool_root=str(tmp_path), correlation_wait_s=60)
+    try:
+        views = [view for path in sorted(CAPTURES.glob("*.json")) for view in load(path.stem)[0]]
+        core.accept_spans(views, API_KEY)
+        lineage = core._lineage
+        assert len(lineage) == len({(v.trace_id, v.span_id) for v in views}) >= 100
+        assert not gc.is_tracked(lineage._newer) and not gc.is_tracked(lineage._older)
+        children = [v for v in views if v.parent_span_id]
+        assert children and all(core._inherited(API_KEY, v)[1] for v in children
+                                if any(p.span_id == v.parent_span_id for p in views))  # fmt: skip
+    finally:
+        core.close(0.1)
