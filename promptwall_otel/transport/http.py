@@ -13,7 +13,7 @@ import json
 import ssl
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Protocol, Sequence
+from typing import Any, Dict, Iterator, Mapping, NamedTuple, Optional, Protocol, Sequence
 from urllib.parse import urlsplit
 
 import httpx
@@ -171,6 +171,29 @@ except ImportError:  # the exporter-only install
 _EVENTS_DECIDED = frozenset({200, 207, 400})  # /v1/events decided about every record
 
 
+class _SentOnce:
+    """A request body that httpx sends once and then no longer holds.
+
+    httpx keeps each request reachable from its response, and the response
+    sits in a reference cycle (``response.stream`` refers back to it), so a
+    body given as ``bytes`` lives until the garbage collector's next pass over
+    that generation, not until the exchange returns. A sending thread that
+    replays a spool back to back allocates few objects and triggers few
+    passes: 7 bodies of 2 MB (15 MB) were found alive at once after an
+    outage. Given as this iterable (with its ``Content-Length``, so nothing is
+    chunked), the body is handed to the connection and dropped.
+    """
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        body, self._body = self._body, b""
+        yield body
+
+
 def exchange(client: httpx.Client, method: str, url: str, content: Optional[bytes], decided: frozenset,
              label: str = "") -> Answer:  # fmt: skip
     """One request, and what its answer means; ``decided`` are the statuses that settle the records sent.
@@ -179,7 +202,11 @@ def exchange(client: httpx.Client, method: str, url: str, content: Optional[byte
     request in a detail line (never the key: it lives in the client's headers).
     """
     try:
-        response = client.request(method, url, content=content)
+        if content is None:
+            response = client.request(method, url)
+        else:
+            response = client.request(method, url, content=_SentOnce(content),
+                                      headers={"Content-Length": str(len(content))})  # fmt: skip
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         return Answer(Verdict.MISCONFIGURED, None, None, None, f"not a usable URL ({exc}): {url!r}")
     except httpx.TimeoutException as exc:
