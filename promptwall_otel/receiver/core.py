@@ -20,14 +20,16 @@ in the sender's buffer or in the spool, as before: the same promise, with
 requests answered in about a millisecond of their own work.
 
 Backpressure comes before the answer: :meth:`ReceiverCore.admit` refuses a
-request (503 / UNAVAILABLE, which collectors retry) while spans wait at their
-bound, the tenant's buffer is at its high-water mark or its spool nearly full,
-and, below those bounds, a share of requests that grows with the tenant's
-forwarding backlog counted in seconds of sending (from 1 s, all from 2 s):
-callers told to come back in a second find a sender still busy, not one that
-sat idle. Both front ends call it before mapping (HTTP before decoding), so
-refused input costs no mapping. What was admitted is mapped and reaches the
-backend or the spool.
+request (503 / UNAVAILABLE, which collectors retry) while the tenant's buffer
+is at its high-water mark or its spool nearly full, and, below those bounds, a
+share of requests that grows with the tenant's forwarding backlog counted in
+seconds of sending (from 1 s, all from 2 s): callers told to come back in a
+second find a sender still busy, not one that sat idle. Both front ends call
+it before decoding, so refused input costs nothing. When the spans waiting to
+be mapped are at their bound, :meth:`ReceiverCore.accept_spans` makes the
+request wait for room (up to a second, then 503): a receiver saturated by its
+own CPU slows its callers down instead of refusing them. What was accepted is
+mapped and reaches the backend or the spool.
 
 Each tenant's spool folder is ``{spool_root}/{hash of key}`` and holds the key
 (0600, like the records) so that a restarted receiver replays every tenant's
@@ -73,6 +75,8 @@ _INHERITED_RANK = {attribute: rank for rank, attribute in enumerate(INHERITED_KE
 _NOTHING_INHERITED = Inherited()
 _SEND_LINGER_S = 0.05  # requests bring ~100 spans; a request to the backend of 500 costs ~3 µs less per record
 _FLUSH_TICK_S = 0.05  # the longest the flusher sleeps: traces fall due between intakes
+_MAPPABLE_SPANS = 2_000  # complete spans a tenant may have waiting for the flusher: ~4 ticks, ~0.1 s of mapping
+_ROOM_WAIT_S = 1.0  # the longest a request waits for room among the spans waiting to be mapped, before 503
 _MAP_STEP_SPANS = 32  # mapped between chances for other threads to run (see _forward)
 _SPANS_PER_TICK = 500  # one request to the backend, ~1 MB of records with content: well under the high-water mark
 # Admission by the forwarding backlog in seconds of sending (the tenant's buffer at its recent send rate).
@@ -135,6 +139,7 @@ class ReceiverCore:
         self.stats = ExportStats()
         self.counters: Dict[str, int] = {"spans_received": 0, "logs_received": 0, "spans_rejected": 0}
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # notified when the flusher takes waiting spans
         # Spans waiting, by (tenant, span id); their traces, by (tenant, trace id), in arrival order; each
         # trace's deadline in the order they fall due; the traces that changed since the last look. The
         # flusher's work per tick is what arrived or fell due, not everything that waits.
@@ -147,6 +152,7 @@ class ReceiverCore:
         # wait (most are complete and leave at once, and a queue entry per trace kept for the whole wait
         # would be thousands of objects promoted to the oldest generation, traversed by every full collection)
         self._untimed: Dict[Tuple[str, int], float] = {}
+        self._mappable: Dict[str, int] = {}  # per tenant, waiting spans that are complete: the flusher's backlog
         self._content: "OrderedDict[Tuple[str, int], List[LogView]]" = OrderedDict()
         # tenant number << 128 | trace id << 64 | span id -> parent span id (0: a root), or, for a span with
         # inherited fields of its own, marshal.dumps((parent, ((field, value), ...))): atomic keys and values,
@@ -244,9 +250,8 @@ class ReceiverCore:
                 raise Overloaded(f"forwarding is {backlog:.1f}s behind", retry_after_s=1)
 
     def check_bounds(self, tenant: str) -> None:
-        """Raise :class:`Overloaded` if the receiver's memory or this tenant's spool is at its bound."""
-        if len(self._pending) >= self.max_pending_spans:
-            raise Overloaded(f"{len(self._pending)} spans waiting to be mapped", retry_after_s=1)
+        """Raise :class:`Overloaded` if this tenant's forwarding buffer or spool is at its bound (the spans
+        waiting to be mapped are bounded in :meth:`accept_spans`, which waits for room)."""
         worker = self._workers.get(tenant)
         if worker is None:
             if len(self._workers) >= self.max_tenants:
@@ -268,6 +273,7 @@ class ReceiverCore:
         """
         self.check_bounds(tenant)
         with self._lock:
+            self._wait_for_room(tenant)
             now = time.monotonic()
             changed = self._changed
             self.counters["spans_received"] += len(views)
@@ -291,6 +297,8 @@ class ReceiverCore:
                 if key in self._pending:
                     continue  # the same span sent twice (a collector's retry): it waits once
                 self._pending[key] = _Pending(view, tenant, complete)
+                if complete:
+                    self._mappable[tenant] = self._mappable.get(tenant, 0) + 1
                 if members is None:
                     members = self._traces[trace_key] = []
                     # The flusher releases it if it is complete, else gives it a deadline from its arrival.
@@ -298,6 +306,23 @@ class ReceiverCore:
                     changed.add(trace_key)
                 members.append(key)
             self._wake.set()
+
+    def _full(self, tenant: str) -> bool:
+        return len(self._pending) >= self.max_pending_spans or self._mappable.get(tenant, 0) >= _MAPPABLE_SPANS
+
+    def _wait_for_room(self, tenant: str) -> None:
+        """While the spans waiting are at their bound, or this tenant's spans ready to be mapped are (intake
+        ahead of the flusher), wait (lock held, released meanwhile) for the flusher to take some, up to
+        ``_ROOM_WAIT_S``; then :class:`Overloaded`. A receiver saturated by its own CPU so slows its callers
+        down, as a full queue would, rather than refusing them at once or holding more than it maps soon."""
+        if not self._full(tenant):
+            return
+        deadline = time.monotonic() + _ROOM_WAIT_S
+        while self._full(tenant):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Overloaded(f"{len(self._pending)} spans waiting to be mapped", retry_after_s=1)
+            self._room.wait(remaining)
 
     def accept_logs(self, logs: Sequence[LogView], tenant: str) -> None:
         """Keep content logs for their spans; wake the flusher for the traces they complete."""
@@ -324,7 +349,9 @@ class ReceiverCore:
                     bucket.append(log)
                 pending = self._pending.get(key)
                 if pending is not None and log.event_name in _LAST_CONTENT_EVENTS:
-                    pending.complete = True
+                    if not pending.complete:
+                        pending.complete = True
+                        self._mappable[tenant] = self._mappable.get(tenant, 0) + 1
                     self._changed.add((tenant, pending.view.trace_id))
             self._wake.set()
 
@@ -457,10 +484,14 @@ class ReceiverCore:
     def _take(self, due: Dict[Tuple[str, int], None]) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:
         """Remove the ``due`` traces' spans from the waiting set, with their logs and inheritance (lock held)."""
         ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]] = {}
+        if due:
+            self._room.notify_all()
         for trace_key in due:
             self._untimed.pop(trace_key, None)
             for key in self._traces.pop(trace_key, ()):
                 pending = self._pending.pop(key)
+                if pending.complete:
+                    self._mappable[pending.tenant] -= 1
                 inherited, _ = self._inherited(pending.tenant, pending.view)
                 ready.setdefault(pending.tenant, []).append((pending.view, self._content.pop(key, []), inherited))
         return ready

@@ -242,6 +242,19 @@ def test_overload_is_503_with_retry_after(behind: LocalBackend, tmp_path: Path) 
         assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
 
 
+def test_a_request_waits_for_room_among_the_waiting_spans_before_it_is_refused(behind: LocalBackend,
+                                                                              tmp_path: Path) -> None:  # fmt: skip
+    """At the bound of spans waiting, a request is held until the flusher takes some (here: the first span,
+    waiting for content that never comes, falls due after 0.4 s) and then accepted, not refused at once."""
+    with Receiver(behind.url, "127.0.0.1:0", None, correlation_wait_s=0.4, max_pending_spans=1,
+                  spool_root=str(tmp_path)) as receiver:  # fmt: skip
+        assert otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-waits-its-time")).status_code == 200
+        started = time.monotonic()
+        response = otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-held-then-taken"))
+        assert response.status_code == 200 and time.monotonic() - started >= 0.2
+    assert len(wait_for(behind.url, 2)) == 2
+
+
 def test_a_forwarding_backlog_over_a_second_of_sending_is_refused_and_nothing_acknowledged_is_lost(
         behind: LocalBackend, tmp_path: Path) -> None:  # fmt: skip
     """Backpressure by time: PromptWall takes each request slowly, so the tenant's buffer grows in seconds of
