@@ -64,6 +64,15 @@ cdef struct Reader:
     Py_ssize_t max_chars
 
 
+cdef inline int _open(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, Reader* inner) except -1:
+    """A reader for the message at ``start:stop``, nested ``depth`` deep."""
+    if depth > MAX_DEPTH:
+        raise WireError("nested too deeply")
+    inner[0] = r[0]
+    inner.pos, inner.end = start, stop
+    return 0
+
+
 cdef inline int _varint(Reader* r, uint64_t* out) except -1:
     cdef uint64_t result = 0
     cdef int shift = 0
@@ -206,10 +215,7 @@ cdef int _any_value(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, lis
     cdef double number
     cdef Py_ssize_t s, e
     cdef Py_ssize_t extra = 0
-    if depth > MAX_DEPTH:
-        raise WireError("nested too deeply")
-    inner = r[0]
-    inner.pos, inner.end = start, stop
+    _open(r, start, stop, depth, &inner)
     while True:
         while inner.pos < inner.end:
             _tag(&inner, &field, &wire_type)
@@ -272,10 +278,7 @@ cdef int _array(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, list va
     cdef int wire_type
     cdef Py_ssize_t s, e
     cdef int kind
-    if depth > MAX_DEPTH:
-        raise WireError("nested too deeply")
-    inner = r[0]
-    inner.pos, inner.end = start, stop
+    _open(r, start, stop, depth, &inner)
     slot = [None]
     while inner.pos < inner.end:
         _tag(&inner, &field, &wire_type)
@@ -300,10 +303,7 @@ cdef int _key_values(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, ui
     cdef uint32_t field
     cdef int wire_type
     cdef Py_ssize_t s, e
-    if depth > MAX_DEPTH:
-        raise WireError("nested too deeply")
-    inner = r[0]
-    inner.pos, inner.end = start, stop
+    _open(r, start, stop, depth, &inner)
     while inner.pos < inner.end:
         _tag(&inner, &field, &wire_type)
         if field == number and wire_type == LENGTH:
@@ -322,10 +322,7 @@ cdef int _key_value(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, dic
     cdef Py_ssize_t value_start = -1, value_stop = -1
     cdef list more = None
     cdef int kind = UNSET
-    if depth > MAX_DEPTH:
-        raise WireError("nested too deeply")
-    inner = r[0]
-    inner.pos, inner.end = start, stop
+    _open(r, start, stop, depth, &inner)
     key = ""
     while inner.pos < inner.end:
         _tag(&inner, &field, &wire_type)
@@ -357,10 +354,7 @@ cdef object _event(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth):
     cdef int wire_type
     cdef Py_ssize_t s, e
     cdef uint64_t time_ns = 0
-    if depth > MAX_DEPTH:
-        raise WireError("nested too deeply")
-    inner = r[0]
-    inner.pos, inner.end = start, stop
+    _open(r, start, stop, depth, &inner)
     name = ""
     attributes = {}
     while inner.pos < inner.end:
@@ -384,10 +378,7 @@ cdef int _status(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, int64_
     cdef int wire_type
     cdef Py_ssize_t s, e
     cdef uint64_t raw
-    if depth > MAX_DEPTH:
-        raise WireError("nested too deeply")
-    inner = r[0]
-    inner.pos, inner.end = start, stop
+    _open(r, start, stop, depth, &inner)
     while inner.pos < inner.end:
         _tag(&inner, &field, &wire_type)
         if field == 2 and wire_type == LENGTH:
@@ -414,10 +405,7 @@ cdef int _span(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, object r
     cdef Py_ssize_t trace_start = 0, trace_stop = 0, span_start = 0, span_stop = 0
     cdef Py_ssize_t parent_start = 0, parent_stop = 0, i
     cdef bint parent_zero = True
-    if depth > MAX_DEPTH:
-        raise WireError("nested too deeply")
-    inner = r[0]
-    inner.pos, inner.end = start, stop
+    _open(r, start, stop, depth, &inner)
     name = ""
     attributes = {}
     events = None
@@ -494,10 +482,7 @@ cdef int _scope(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, list na
     cdef uint32_t field
     cdef int wire_type
     cdef Py_ssize_t s, e
-    if depth > MAX_DEPTH:
-        raise WireError("nested too deeply")
-    inner = r[0]
-    inner.pos, inner.end = start, stop
+    _open(r, start, stop, depth, &inner)
     while inner.pos < inner.end:
         _tag(&inner, &field, &wire_type)
         if field == 1 and wire_type == LENGTH:
@@ -519,10 +504,7 @@ cdef Py_ssize_t _scope_spans(Reader* r, Py_ssize_t start, Py_ssize_t stop, int d
     cdef int wire_type
     cdef Py_ssize_t s, e
     cdef Py_ssize_t invalid = 0
-    if depth > MAX_DEPTH:
-        raise WireError("nested too deeply")
-    inner = r[0]
-    inner.pos, inner.end = start, stop
+    _open(r, start, stop, depth, &inner)
     name_version = ["", ""]
     spans = []
     while inner.pos < inner.end:
@@ -547,10 +529,7 @@ cdef Py_ssize_t _resource_spans(Reader* r, Py_ssize_t start, Py_ssize_t stop, in
     cdef int wire_type
     cdef Py_ssize_t s, e
     cdef Py_ssize_t invalid = 0
-    if depth > MAX_DEPTH:
-        raise WireError("nested too deeply")
-    inner = r[0]
-    inner.pos, inner.end = start, stop
+    _open(r, start, stop, depth, &inner)
     resource = {}  # every span of the ResourceSpans shares it, as spans of one SDK provider do
     scopes = []
     while inner.pos < inner.end:
