@@ -15,7 +15,6 @@ it stored, so a later copy could only be skipped there).
 from __future__ import annotations
 
 import logging
-import marshal
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -26,7 +25,7 @@ from .builder import AGGREGATE, CONTEXT, INFERENCE, MODEL_KEYS, REQUEST_MODEL_KE
     Inherited, build_event, classify  # fmt: skip
 from .builder import DEDUPE_WINDOW_NS, evaluation_record, guardrail_record, response_keyed_id
 from .options import MappingOptions
-from .recent import RecentMap
+from .recent import RecentMap, pack, unpack
 from .values import first, text
 from .view import LogView, SpanView
 
@@ -260,7 +259,7 @@ class TraceLedger:
         self._lock = threading.Lock()
         # response-keyed request_id -> (fullness of the record handed out, the call), for copies in later
         # batches, and for late evaluations that name the call's response id
-        # (marshalled: the maps hold only atomic values, which the garbage collector never walks)
+        # (packed: the maps hold only atomic values, which the garbage collector never walks)
         self._sent: RecentMap[str, bytes] = RecentMap(_SENT_IDS)
         # span id (16 hex digits) of a call handed out -> the call, for late evaluations that name its span.
         # One insert per record: this runs for every record.
@@ -446,7 +445,7 @@ class TraceLedger:
                 continue
             packed = self._calls_sent.get(f"{view.parent_span_id:016x}")
             if packed is not None:
-                out.append(evaluation_record(marshal.loads(packed), events, options))
+                out.append(evaluation_record(unpack(packed), events, options))
 
     def _apply_guardrails(self, guards: List[SpanView], views: Sequence[SpanView], out: List[Dict[str, Any]],
                           options: MappingOptions, inherited_for: Optional[InheritedFor]) -> None:  # fmt: skip
@@ -487,7 +486,7 @@ class TraceLedger:
     def _late_copy(self, event: Dict[str, Any]) -> None:
         """A copy of a call whose record an earlier batch handed out is dropped; if it held more than
         that record (content or usage it lacked), the loss is logged."""
-        if _fullness(event) > marshal.loads(self._sent.get(event["request_id"]))[0]:  # type: ignore[arg-type]
+        if _fullness(event) > unpack(self._sent.get(event["request_id"]))[0]:  # type: ignore[arg-type]
             logger.info("call %s: a fuller copy came in a later batch than its first record; the backend keeps "
                         "the first", event["request_id"])  # fmt: skip
 
@@ -495,12 +494,12 @@ class TraceLedger:
         request_id: str = event["request_id"]  # annotated: compiled, str's own startswith
         call = (request_id, event.get("session_id"), event.get("user_id"), event["integration_id"])
         if request_id.startswith("gen-"):
-            self._sent[request_id] = marshal.dumps((_fullness(event), call))
+            self._sent[request_id] = pack((_fullness(event), call))
         otel = event["metadata"].get("otel")
         if otel is None:
             return  # a follow-up record about a call, not a call
         calls = self._calls_sent
-        packed = marshal.dumps(call)
+        packed = pack(call)
         calls[otel["span_id"]] = packed
         if "duplicate_spans" in otel:  # the other instrumentation's span of the call: an evaluation may name it
             for span_hex in otel["duplicate_spans"]:
@@ -512,13 +511,13 @@ class TraceLedger:
         that started in the 5 minutes before ``at_ns``."""
         packed = self._calls_sent.get(f"{span_id:016x}") if span_id else None
         if packed is not None:
-            return marshal.loads(packed)  # type: ignore[no-any-return]
+            return unpack(packed)  # type: ignore[no-any-return]
         if response_id:
             window = at_ns // DEDUPE_WINDOW_NS
             for start in range(window, window - _LATE_WINDOWS - 1, -1):
                 found = self._sent.get(response_keyed_id(response_id, start))
                 if found is not None:
-                    return marshal.loads(found)[1]  # type: ignore[no-any-return]
+                    return unpack(found)[1]  # type: ignore[no-any-return]
         return None
 
     def call_sent(self, key: Union[int, str]) -> bool:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import marshal
 import random
 import threading
 import time
@@ -52,7 +51,7 @@ from .._ratelimit import RateLimitedLogger
 from ..mapping import Inherited, LogView, MappingOptions, SpanClass, SpanView, classify
 from ..mapping.builder import INHERITED_KEY_SET, INHERITED_KEYS
 from ..mapping.ledger import TraceLedger
-from ..mapping.recent import RecentMap
+from ..mapping.recent import RecentMap, pack, unpack
 from ..mapping.semconv import CHOICE_EVENT, DETAILS_EVENT, EVALUATION_EVENT, INPUT_MESSAGES, JOINED_LOG_EVENTS, \
     OUTPUT_MESSAGES
 from .. import config
@@ -155,7 +154,7 @@ class ReceiverCore:
         self._mappable: Dict[str, int] = {}  # per tenant, waiting spans that are complete: the flusher's backlog
         self._content: "OrderedDict[Tuple[str, int], List[LogView]]" = OrderedDict()
         # tenant number << 128 | trace id << 64 | span id -> parent span id (0: a root), or, for a span with
-        # inherited fields of its own, marshal.dumps((parent, ((field, value), ...))): atomic keys and values,
+        # inherited fields of its own, pack((parent, ((field, value), ...))): atomic keys and values,
         # which the garbage collector never walks (mapping/recent.py)
         self._lineage: RecentMap[int, Union[int, bytes]] = RecentMap(_LINEAGE_SPANS)
         self._tenant_numbers: Dict[str, int] = {}
@@ -382,7 +381,7 @@ class ReceiverCore:
                 if value not in (None, "") and field not in found:
                     found[field] = str(value)
             if found:
-                entry = marshal.dumps((parent, tuple(found.items())))
+                entry = pack((parent, tuple(found.items())))
         self._lineage[self._lineage_base(tenant, view.trace_id) | view.span_id] = entry
 
     def _inherited_sources(self, attrs: Mapping[str, Any]) -> Tuple[Tuple[str, str], ...]:
@@ -416,7 +415,7 @@ class ReceiverCore:
             if type(entry) is int:
                 parent = entry
             else:
-                parent, own = marshal.loads(entry)  # type: ignore[arg-type]
+                parent, own = unpack(entry)  # type: ignore[arg-type]
                 for field, value in own:  # nearest ancestor first: it wins
                     if field not in merged:
                         merged[field] = value
