@@ -153,7 +153,7 @@ class ReceiverCore:
         self._untimed: Dict[Tuple[str, int], float] = {}
         self._mappable: Dict[str, int] = {}  # per tenant, waiting spans that are complete: the flusher's backlog
         self._content: "OrderedDict[Tuple[str, int], List[LogView]]" = OrderedDict()
-        # tenant number << 128 | trace id << 64 | span id -> parent span id (0: a root), or, for a span with
+        # tenant number << 192 | trace id << 64 | span id -> parent span id (0: a root), or, for a span with
         # inherited fields of its own, pack((parent, ((field, value), ...))): atomic keys and values,
         # which the garbage collector never walks (mapping/recent.py)
         self._lineage: RecentMap[int, Union[int, bytes]] = RecentMap(_LINEAGE_SPANS)
@@ -367,7 +367,7 @@ class ReceiverCore:
         number = self._tenant_numbers.get(tenant)
         if number is None:
             number = self._tenant_numbers[tenant] = len(self._tenant_numbers)
-        return (number << 128) | (trace_id << 64)
+        return (number << 192) | (trace_id << 64)  # span id: bits 0-63, trace id: 64-191, tenant above
 
     def _remember_lineage(self, tenant: str, view: SpanView) -> None:
         parent = view.parent_span_id or 0

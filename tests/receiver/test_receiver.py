@@ -432,3 +432,23 @@ def test_the_lineage_it_remembers_stays_out_of_collections(tmp_path: Path) -> No
                                 if any(p.span_id == v.parent_span_id for p in views))  # fmt: skip
     finally:
         core.close(0.1)
+
+
+def test_one_tenants_lineage_is_never_anothers_even_for_crafted_ids(tmp_path: Path) -> None:
+    """Parent links are keyed by tenant, trace and span in one int: ids chosen so that a careless packing
+    would collide (a trace id's high bits where the tenant's number goes) still find only their own."""
+    from promptwall_otel.mapping.view import SpanView
+    from promptwall_otel.receiver.core import ReceiverCore
+
+    core = ReceiverCore("http://127.0.0.1:9/v1/events", API_KEY, spool_root=str(tmp_path), correlation_wait_s=60)
+    try:
+        parent = SpanView("agent", (1 << 64) | 5, 77, 1, 2, {"promptwall.user_id": "user-of-tenant-a"})
+        core.accept_spans([parent], "pk-tenant-a")
+        core.accept_spans([SpanView("agent", 5, 77, 1, 2, {})], "pk-tenant-b")
+        child = SpanView("chat", 5, 78, 1, 2, {"gen_ai.operation.name": "chat"}, parent_span_id=77)
+        inherited, complete = core._inherited("pk-tenant-b", child)
+        assert complete and inherited.user_id is None
+        own, _ = core._inherited("pk-tenant-a", SpanView("chat", (1 << 64) | 5, 78, 1, 2, {}, parent_span_id=77))
+        assert own.user_id == "user-of-tenant-a"
+    finally:
+        core.close(0.1)
