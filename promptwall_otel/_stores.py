@@ -3,6 +3,9 @@
 Both are written on the application thread (span start, log emit) and read
 on the export thread, so both are plain dicts with atomic single operations
 and a hard size cap: entries for spans that are never exported cannot pile up.
+The caps count spans, not bytes: a full context store takes 5 MiB when its
+spans share one baggage, 34 MiB if each has its own session, user and a
+metadata key (docs/memory.md).
 """
 
 from __future__ import annotations

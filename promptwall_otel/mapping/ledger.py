@@ -4,7 +4,9 @@ Per-span mapping cannot see that an agent span sums its children's usage, or
 that two instrumentations wrapped the same client call. This ledger remembers,
 per trace and within bounds, which inference spans were billed, and applies
 the rules of ``docs/mapping.md`` ("Billing rules"). It does no I/O; it is the
-only piece of the mapping that keeps state, and that state is a bounded cache.
+only piece of the mapping that keeps state, and that state is a bounded cache:
+at most 20,000 traces, and the last 20,000 to 40,000 calls sent (~440 bytes
+each for calls keyed by a response id: 17 MiB at the bound, docs/memory.md).
 
 Invariants: a batch never yields two records with one ``request_id`` (records
 sharing one are merged, the fullest leading); a ``request_id`` already handed

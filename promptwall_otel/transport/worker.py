@@ -31,7 +31,10 @@ Every record ends exactly one way, each counted: exported or a duplicate,
 rejected, dead-lettered, or dropped (spool full or off at exit). Memory: the
 buffer holds at most ``max_buffer_bytes`` of encoded records; past that the
 oldest go to the spool on the offering thread (a background thread, never the
-application's).
+application's). Besides it, one request's worth is in flight (or being read
+back from the spool), and nothing of it is kept once its answer is in; while
+the backend is down the buffer is spilled at once, so an outage costs disk,
+not memory (docs/memory.md).
 """
 
 from __future__ import annotations
