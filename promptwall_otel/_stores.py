@@ -23,7 +23,7 @@ DEFAULT_MAX_SPANS = 65_536
 _NOTHING_INHERITED = Inherited()
 
 
-def _oldest(items: Dict[Any, Any], bound: int) -> List[Any]:
+def oldest_keys(items: Dict[Any, Any], bound: int) -> List[Any]:
     """The keys to drop before one more goes into ``items`` (insertion-ordered) held at ``bound``.
 
     The oldest 1/64th at once: a dict's iterator starts at the front and steps over
@@ -54,7 +54,7 @@ class ContextStore:
     def put(self, span_id: int, inherited: Inherited) -> None:
         items = self._items
         if len(items) >= self._max:
-            for key in _oldest(items, self._max):
+            for key in oldest_keys(items, self._max):
                 items.pop(key, None)  # the export thread may have taken it meanwhile
         items[span_id] = inherited
 
@@ -103,17 +103,17 @@ class ContentStore:
                     response_id = text(log.attributes.get("gen_ai.response.id"))
                     if response_id:  # nothing else to join it by
                         if response_id not in self._by_response:
-                            for oldest in _oldest(self._by_response, self._max):
+                            for oldest in oldest_keys(self._by_response, self._max):
                                 self._drop_response(oldest)
                             self._response_since[response_id] = time.monotonic()
                         self._by_response.setdefault(response_id, []).append(log)
                     return
-                for oldest in _oldest(self._evaluated, self._max):
+                for oldest in oldest_keys(self._evaluated, self._max):
                     del self._evaluated[oldest]
                 self._evaluated[log.span_id] = None
             logs = self._items.get(log.span_id)
             if logs is None:
-                for oldest in _oldest(self._items, self._max):
+                for oldest in oldest_keys(self._items, self._max):
                     del self._items[oldest]
                 logs = self._items[log.span_id] = []
             if len(logs) < 256:

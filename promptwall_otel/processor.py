@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from . import config
 from ._ratelimit import RateLimitedLogger
+from ._stores import oldest_keys
 from .exporter import PromptWallSpanExporter
 from .mapping import Inherited
 from .mapping.builder import GENAI_MARKERS
@@ -254,8 +255,9 @@ class PromptWallSpanProcessor(SpanProcessor):
             parent = _parent_of(span)
             open_traces = self._open_traces
             if parent is not None and not parent.is_remote:  # the trace's root is another span of ours
-                if len(open_traces) >= _MAX_OPEN_TRACES:
-                    del open_traces[next(iter(open_traces))]
+                if len(open_traces) >= _MAX_OPEN_TRACES:  # roots that never end
+                    for oldest in oldest_keys(open_traces, _MAX_OPEN_TRACES):
+                        open_traces.pop(oldest, None)
                 open_traces[span.context.trace_id] = None
             elif open_traces:  # a GenAI local root: the ledger forgets its trace by itself
                 open_traces.pop(span.context.trace_id, None)
