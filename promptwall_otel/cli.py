@@ -94,6 +94,11 @@ def _serve(args: argparse.Namespace) -> int:
     gc.freeze()
     print(READY_PREFIX + server.url, flush=True)
     print(CONSOLE_PREFIX + server.url + "/", flush=True)
+    return _serve_until_stopped(server)
+
+
+def _serve_until_stopped(*servers: Any) -> int:
+    """Wait for SIGTERM or Ctrl-C, then stop ``servers`` in order (None: not running)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -102,7 +107,9 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        for server in servers:
+            if server is not None:
+                server.stop()
     return 0
 
 
@@ -141,18 +148,7 @@ def _run_receiver(args: argparse.Namespace, forward_to: str, api_key: Optional[s
           flush=True)  # fmt: skip
     if backend is not None:  # dev: after the two ready lines, which scripts read in that order
         print(CONSOLE_PREFIX + backend.url + "/", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        receiver.stop()
-        if backend is not None:
-            backend.stop()
-    return 0
+    return _serve_until_stopped(receiver, backend)
 
 
 def _dev(args: argparse.Namespace) -> int:
