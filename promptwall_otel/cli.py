@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import httpx
@@ -53,10 +52,7 @@ def _require_server_extra() -> None:
 
 
 def _db_path(args: argparse.Namespace) -> str:
-    db = args.db or config.default_db_path()
-    if db != ":memory:":
-        Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    return db
+    return args.db or config.default_db_path()  # the store creates it and its folder, private
 
 
 def _backend(args: argparse.Namespace, port: int, anonymous_key: Optional[str] = None) -> Any:

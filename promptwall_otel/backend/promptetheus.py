@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
+from ..private_files import make_private_database
 from ..record import format_timestamp, parse_timestamp
 from ..serving import HttpError
 from ..webserver import Request, Response, json_response
@@ -79,6 +80,7 @@ class TraceStore:
 
     def __init__(self, path: str = ":memory:") -> None:
         self._lock = threading.Lock()
+        make_private_database(path)
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
         self._conn.row_factory = sqlite3.Row
         with self._lock:

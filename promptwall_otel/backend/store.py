@@ -51,6 +51,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 import orjson
 
+from ..private_files import make_private_database
 from ..record import format_timestamp, parse_timestamp
 
 logger = logging.getLogger("promptwall_otel.backend")
@@ -252,6 +253,7 @@ class EventStore:
 
     def __init__(self, path: str = ":memory:") -> None:
         self.path = path
+        make_private_database(path)  # prompts and answers: the owner's alone, -wal and -shm too
         self._lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending: List[_Write] = []  # at most one per request being worked on

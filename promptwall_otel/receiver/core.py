@@ -63,7 +63,7 @@ from ..promptetheus import Settings, run_encoder
 from ..transport import EventsClient, RecordEncoder, SendingWorker, Spool
 from ..transport.http import compression_for
 from ..transport.promptetheus import PromptetheusClient
-from ..transport.spool import make_private_dir, write_private
+from ..private_files import make_private_dir, write_private
 
 logger = logging.getLogger("promptwall_otel.receiver")
 

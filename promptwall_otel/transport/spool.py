@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Deque, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from .._ratelimit import RateLimitedLogger
+from ..private_files import make_private_dir, write_private
 from ..record import MAX_BATCH
 from .encoding import DEFAULT_MAX_BATCH_BYTES, batches
 
@@ -61,43 +62,6 @@ class Claim(NamedTuple):
     @property
     def name(self) -> str:
         return self.path.name.split(_CLAIMED, 1)[0]
-
-
-def make_private_dir(path: Path) -> None:
-    """Create ``path`` and missing parents 0700; tighten it if an earlier version left it open."""
-    missing = []
-    probe = path
-    while not probe.exists():
-        missing.append(probe)
-        probe = probe.parent
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:
-            pass
-    try:
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, 0o700)
-    except OSError:
-        pass
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by the owner only."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
 
 
 def _is_batch(name: str) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import stat
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -286,3 +288,29 @@ def test_concurrent_writers_lose_and_double_nothing(tmp_path: Path) -> None:
     assert sum(r["accepted"] for r in results) == 400
     assert sum(r["skipped"] for r in results) == sum(len(b) for b in batches) - 400
     assert sorted(row["request_id"] for row in rows) == sorted(ids)
+
+
+def test_the_database_is_private_to_its_owner(tmp_path: Path) -> None:
+    """Prompts and answers on disk: the file, its -wal and -shm, and the folders the backend creates, 0600/0700,
+    under the usual umask 022; a database an earlier version left readable is tightened when opened again."""
+    db = tmp_path / "data" / "promptwall" / "events.db"
+    backend = LocalBackend(db=str(db), api_keys=[API_KEY]).start()
+    try:
+        with httpx.Client(base_url=backend.url, headers={"X-API-Key": API_KEY}, timeout=10) as api:
+            assert api.post("/v1/events", json={"request_id": "private-1", "prompt": "a secret"}).status_code == 200
+        for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        for folder in (db.parent, db.parent.parent):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    finally:
+        backend.stop()
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        if path.exists():
+            os.chmod(path, 0o644)
+    backend = LocalBackend(db=str(db), api_keys=[API_KEY]).start()
+    try:
+        assert stat.S_IMODE(db.stat().st_mode) == 0o600
+        assert all(stat.S_IMODE(Path(f"{db}{end}").stat().st_mode) == 0o600
+                   for end in ("-wal", "-shm") if Path(f"{db}{end}").exists())  # fmt: skip
+    finally:
+        backend.stop()
