@@ -79,7 +79,7 @@ def test_receiver_killed_with_a_spool_replays_it_at_restart_without_traffic(back
     restarted = ReceiverProcess(backend.url, spool)
     try:
         expected_calls = bodies * SPANS_PER_BODY
-        assert wait_until(lambda: backend.stored(run)[0] >= expected_calls, 60), backend.stored(run)
+        assert backend.wait_stored(run, expected_calls, 60), backend.stored(run)
     finally:
         restarted.stop()
     assert backend.stored(run) == (expected_calls, expected_calls, bodies * calls_of(0)[1])
@@ -196,7 +196,7 @@ def test_receiver_at_twice_its_capacity_keeps_forwarding_and_loses_nothing_it_ac
         after = saturated_rate(load, backend)
         capacity = (before + after) / 2
         acked = len(load.acked) * SPANS_PER_BODY
-        assert wait_until(lambda: backend.stored(run)[0] >= acked, 90, 0.5), (backend.stored(run), acked)
+        assert backend.wait_stored(run, acked, 90, 0.5), (backend.stored(run), acked)
     finally:
         receiver.stop()
     print(f"receiver capacity {capacity:.0f} spans/s ({before:.0f} before, {after:.0f} after); at 2x for "
@@ -233,7 +233,7 @@ def test_receiver_restarted_behind_a_real_collector_loses_nothing(backend: Backe
         time.sleep(1)
         receiver = ReceiverProcess(backend.url, spool, port)
         assert app.wait()["emitted"] == 5000
-        assert wait_until(lambda: backend.stored(run)[0] >= 5000, 60, 0.5), (backend.stored(run), rotel_output(rotel))
+        assert backend.wait_stored(run, 5000, 60, 0.5), (backend.stored(run), rotel_output(rotel))
     finally:
         stop_rotel(rotel)
         receiver.stop()
