@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from typing import Any, Dict, List, Optional, Sequence
@@ -58,14 +59,21 @@ def _db_path(args: argparse.Namespace) -> str:
 def _backend(args: argparse.Namespace, port: int, anonymous_key: Optional[str] = None) -> Any:
     from .backend.apps import ADMIN, load_keys
     from .backend.server import BackendConfig, BackendServer
+    from .backend.store import EventStore
 
     keys = load_keys(getattr(args, "api_key", None) or (), args.keys_file)
     if getattr(args, "api_key", None):
         logging.getLogger("promptwall_otel.backend").warning(
             "--api-key shows keys in the process list; prefer %s or --keys-file", config.ENV_LOCAL_KEYS)
-    server = BackendServer(BackendConfig(host=args.host, port=port, db=_db_path(args), api_keys=keys,
+    db = _db_path(args)
+    try:
+        store = EventStore(db)
+    except (OSError, sqlite3.Error) as exc:  # a folder that cannot be made, a file that is not a database
+        raise SystemExit(f"error: cannot open the database {db!r} ({type(exc).__name__}: {exc}); "
+                         f"choose another with --db or {config.ENV_LOCAL_DB}") from None
+    server = BackendServer(BackendConfig(host=args.host, port=port, db=db, api_keys=keys,
                                          anonymous_key=anonymous_key, limits=_limits(args),
-                                         announce_arrivals=not getattr(args, "quiet", True)))  # fmt: skip
+                                         announce_arrivals=not getattr(args, "quiet", True)), store)  # fmt: skip
     log = logging.getLogger("promptwall_otel.backend")
     apps = sum(1 for name in keys.values() if name != ADMIN)
     if apps:

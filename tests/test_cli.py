@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Iterator
 
 from promptwall_otel.backend import LocalBackend
@@ -136,3 +137,13 @@ def test_the_cli_without_the_server_extra(backend: LocalBackend) -> None:
         refused = run(command, "--port" if command == "serve" else "--http", "0" if command == "serve" else "127.0.0.1:0")
         assert refused.returncode == 1 and "pip install 'promptwall-otel[server]'" in refused.stderr, refused
         assert "Traceback" not in refused.stderr, refused.stderr
+
+
+def test_a_database_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("not a database, " * 200)
+    for db in (str(tmp_path / "file-not-folder" / "x.db"), str(not_a_db)):
+        if "file-not-folder" in db:
+            (tmp_path / "file-not-folder").write_text("a file where the folder should be")
+        error = one_line_error(cli("serve", "--port", "0", "--db", db))
+        assert "cannot open the database" in error and "--db" in error, error
