@@ -147,3 +147,13 @@ def test_a_database_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
             (tmp_path / "file-not-folder").write_text("a file where the folder should be")
         error = one_line_error(cli("serve", "--port", "0", "--db", db))
         assert "cannot open the database" in error and "--db" in error, error
+
+
+def test_server_processes_tune_the_interpreter_and_apps_keep_the_defaults() -> None:
+    """``receive`` and ``dev`` collect the young generation less often and switch threads sooner
+    (webserver.tune_interpreter_for_serving); importing the package changes neither in an app."""
+    probe = ("import gc, sys, promptwall_otel, promptwall_otel.webserver as w; before = (gc.get_threshold()[0], "
+             "sys.getswitchinterval()); w.tune_interpreter_for_serving(); print(before, (gc.get_threshold()[0], "
+             "sys.getswitchinterval(), gc.get_freeze_count() > 0))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(700, 0.005) (10000, 0.001, True)"

@@ -28,7 +28,15 @@ recorded captures and hypothesis-generated and mutated requests):
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
+
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    void* PyUnicode_DATA(object)
+
+from sys import intern as _intern
 
 from promptwall_otel.mapping.view import EventView, SpanView
 
@@ -169,6 +177,37 @@ cdef inline object _text(Reader* r, Py_ssize_t start, Py_ssize_t stop):
         return PyUnicode_DecodeUTF8(<const char*>r.data + start, stop - start, NULL)
     except UnicodeDecodeError:
         raise WireError("a string field is not valid UTF-8") from None
+
+
+# Attribute keys repeat span after span: each is decoded once into an interned str and found here by its
+# bytes after that. Interned, it is the very object the mapping's constant keys are, so every dict lookup
+# and key-set comparison downstream is an identity test, and no str is allocated or hashed per key.
+# Fixed size: a key set that varies per span (indexed messages) only evicts, never grows it.
+DEF _KEY_SLOTS = 4096
+DEF _KEY_MAX_BYTES = 96
+cdef list _keys = [None] * _KEY_SLOTS
+
+
+cdef inline object _key(Reader* r, Py_ssize_t start, Py_ssize_t stop):
+    """An attribute key: the cached interned str when its (ASCII) bytes were seen before, else decoded."""
+    cdef Py_ssize_t size = stop - start
+    cdef const unsigned char* data = r.data + start
+    cdef uint32_t h = 2166136261u
+    cdef Py_ssize_t i
+    if size > _KEY_MAX_BYTES:
+        return _text(r, start, stop)
+    for i in range(size):  # FNV-1a
+        h = (h ^ data[i]) * 16777619u
+    i = h & (_KEY_SLOTS - 1)
+    cached = _keys[i]
+    if cached is not None and PyUnicode_GET_LENGTH(cached) == size \
+            and memcmp(PyUnicode_DATA(cached), data, size) == 0:
+        return cached
+    key = _text(r, start, stop)
+    if PyUnicode_IS_COMPACT_ASCII(key):  # one byte per character: its data are its UTF-8 bytes
+        key = _intern(key)
+        _keys[i] = key
+    return key
 
 
 cdef inline object _value_text(Reader* r, Py_ssize_t start, Py_ssize_t stop):
@@ -328,7 +367,7 @@ cdef int _key_value(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, dic
         _tag(&inner, &field, &wire_type)
         if field == 1 and wire_type == LENGTH:
             _length(&inner, &s, &e)
-            key = _text(&inner, s, e)
+            key = _key(&inner, s, e)
         elif field == 2 and wire_type == LENGTH:
             _length(&inner, &s, &e)
             if value_start < 0:

@@ -434,6 +434,24 @@ def test_the_lineage_it_remembers_stays_out_of_collections(tmp_path: Path) -> No
         core.close(0.1)
 
 
+@pytest.mark.parametrize("user, session", [("user-7", "conv-1"), ("odd\x1fuser", "a\x1f\x1fb"), ("", "s"), ("\x1f", "ü")])
+def test_inherited_fields_come_back_from_the_lineage_whatever_they_hold(tmp_path: Path, user: str, session: str) -> None:
+    """A parent's own session and user are kept in its atomic lineage entry (a join, or marshal for values
+    that hold the join's separator) and reach its children unchanged; an empty value is not inherited."""
+    from promptwall_otel.mapping.view import SpanView
+    from promptwall_otel.receiver.core import ReceiverCore
+
+    core = ReceiverCore("http://127.0.0.1:9/v1/events", API_KEY, spool_root=str(tmp_path), correlation_wait_s=60)
+    try:
+        root = SpanView("agent", 9, 1, 1, 2, {"promptwall.user_id": user, "promptwall.session_id": session})
+        middle = SpanView("step", 9, 2, 1, 2, {}, parent_span_id=1)
+        core.accept_spans([root, middle], API_KEY)
+        inherited, complete = core._inherited(API_KEY, SpanView("chat", 9, 3, 1, 2, {}, parent_span_id=2))
+        assert complete and (inherited.user_id, inherited.session_id) == (user or None, session)
+    finally:
+        core.close(0.1)
+
+
 def test_one_tenants_lineage_is_never_anothers_even_for_crafted_ids(tmp_path: Path) -> None:
     """Parent links are keyed by tenant, trace and span in one int: ids chosen so that a careless packing
     would collide (a trace id's high bits where the tenant's number goes) still find only their own."""

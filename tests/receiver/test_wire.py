@@ -13,6 +13,7 @@ builds the decoder (``setup.py build_ext``), so these tests run it.
 from __future__ import annotations
 
 import random
+import sys
 from typing import Any, List, Optional, Tuple
 
 import pytest
@@ -309,3 +310,19 @@ def test_the_receiver_uses_it() -> None:
     span = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="chat")
     views, invalid = decode.protobuf_span_views(request_of_spans(span.SerializeToString()))
     assert [view.name for view in views] == ["chat"] and invalid == 0
+
+
+def test_ascii_attribute_keys_come_back_interned() -> None:
+    """Keys are decoded once and then found by their bytes: the interned str, the very object the mapping's
+    constant keys are (so lookups downstream are identity tests); non-ASCII keys are decoded every time."""
+    span = Span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8)
+    for key in ("gen_ai.request.model", "clé", ""):
+        span.attributes.add(key=key).value.string_value = "v"
+    body = request_of_spans(span.SerializeToString())
+    (first,), _ = wire.span_views(body, decode.MAX_STRING_CHARS)
+    (second,), _ = wire.span_views(body, decode.MAX_STRING_CHARS)
+    keys = {key: (a, b) for key, a, b in zip(first.attributes, first.attributes, second.attributes)}
+    model = keys["gen_ai.request.model"]
+    assert model[0] is model[1] is sys.intern("gen_ai.request.model")
+    assert keys["clé"][0] == keys["clé"][1] == "clé"
+    assert first.attributes == second.attributes == {"gen_ai.request.model": "v", "clé": "v", "": "v"}
