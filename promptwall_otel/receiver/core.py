@@ -604,7 +604,14 @@ class ReceiverCore:
 
         map_isolated(views, lambda view: view.trace_id, run, dropped)
         if records:
-            worker.offer(self._encoder.many(records))
+            try:
+                lines = self._encoder.many(records)
+            except Exception:  # acknowledged spans: never lost unseen, counted with those that cannot be mapped
+                self.stats.add("dropped", len(records))
+                self._log.log(logging.ERROR, "encode", "receiver: %d records cannot be encoded; dropped",
+                              len(records), exc_info=True)  # fmt: skip
+                return
+            worker.offer(lines)
             self._offer_runs(records)
 
     def _offer_runs(self, records: Sequence[Dict[str, Any]]) -> None:

@@ -389,6 +389,29 @@ def test_a_span_the_mapping_cannot_handle_costs_only_its_own_record(behind: Loca
         "chatcmpl-cannot-map-0000", "chatcmpl-cannot-map-0001", "chatcmpl-cannot-map-0003"]
 
 
+def test_records_that_cannot_be_encoded_are_counted_and_the_receiver_goes_on(behind: LocalBackend, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Acknowledged spans whose records the encoder refuses (injected: an encoder bug) are counted as
+    dropped and logged; the flusher keeps forwarding what comes after."""
+    with Receiver(behind.url, "127.0.0.1:0", None, correlation_wait_s=0.2, spool_root=str(tmp_path)) as receiver:
+        real = receiver.core._encoder.many
+
+        def fails_once(records: Any) -> Any:
+            if any(r["metadata"]["gen_ai"]["response_id"] == "chatcmpl-cannot-encode-0000" for r in records):
+                raise ValueError("injected: an encoder bug")
+            return real(records)
+
+        monkeypatch.setattr(receiver.core._encoder, "many", fails_once)
+        assert otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-cannot-encode-0000")).status_code == 200
+        deadline = time.monotonic() + 10
+        while receiver.core.stats.snapshot()["dropped"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert receiver.core.stats.snapshot()["dropped"] == 1
+        assert otlp_post(receiver.http_url + "/v1/traces", chat_request("chatcmpl-cannot-encode-0001")).status_code == 200
+        (event,) = wait_for(behind.url, 1)
+    assert event["metadata"]["gen_ai"]["response_id"] == "chatcmpl-cannot-encode-0001"
+
+
 def test_forwarding_compression_is_off_only_on_this_machine() -> None:
     from promptwall_otel.transport.http import compression_for
 
