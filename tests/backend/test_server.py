@@ -314,3 +314,31 @@ def test_the_database_is_private_to_its_owner(tmp_path: Path) -> None:
                    for end in ("-wal", "-shm") if Path(f"{db}{end}").exists())  # fmt: skip
     finally:
         backend.stop()
+
+
+@pytest.mark.parametrize("inflating", ["isal", "zlib"])
+def test_both_inflaters_read_and_refuse_bodies_alike(inflating: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bodies are inflated with ISA-L where installed (the server extra installs it), else zlib: the same
+    bytes, the same 400 for a bad checksum, a bad block or a cut body, the same 413 past the cap."""
+    import zlib
+
+    from isal import isal_zlib
+
+    from promptwall_otel import serving
+    from promptwall_otel.serving import HttpError, decompress
+
+    assert serving._inflating is isal_zlib  # what the servers run with here
+    monkeypatch.setattr(serving, "_inflating", isal_zlib if inflating == "isal" else zlib)
+    payload = json.dumps({"events": [{"request_id": uid(), "prompt": "é" * 5000}]}).encode()
+    body = gzip.compress(payload)
+    assert decompress(body, "gzip", 1 << 20) == payload
+    assert decompress(zlib.compress(payload), "deflate", 1 << 20) == payload
+    raw = zlib.compressobj(wbits=-15)
+    assert decompress(raw.compress(payload) + raw.flush(), "deflate", 1 << 20) == payload
+    for bad in (body[:-8] + b"\0" * 8, body[:10] + b"\xff" * 20 + body[30:], body[:-20]):
+        with pytest.raises(HttpError) as refused:
+            decompress(bad, "gzip", 1 << 20)
+        assert refused.value.status == 400, bad[-8:]
+    with pytest.raises(HttpError) as refused:
+        decompress(body, "gzip", len(payload) - 1)
+    assert refused.value.status == 413
