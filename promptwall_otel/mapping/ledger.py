@@ -263,8 +263,8 @@ class TraceLedger:
         # batches, and for late evaluations that name the call's response id
         # (packed: the maps hold only atomic values, which the garbage collector never walks)
         self._sent: RecentMap[str, bytes] = RecentMap(_SENT_IDS)
-        # span id (16 hex digits) of a call handed out -> the call, for late evaluations that name its span.
-        # One insert per record: this runs for every record.
+        # span id (16 hex digits) of a call handed out -> (fullness, the call) as in _sent, the same bytes,
+        # for late evaluations that name its span. One insert per record: this runs for every record.
         self._calls_sent: RecentMap[str, bytes] = RecentMap(_SENT_IDS)
 
     def _trace(self, trace_id: int) -> _Trace:
@@ -447,7 +447,7 @@ class TraceLedger:
                 continue
             packed = self._calls_sent.get(f"{view.parent_span_id:016x}")
             if packed is not None:
-                out.append(evaluation_record(unpack(packed), events, options))
+                out.append(evaluation_record(unpack(packed)[1], events, options))
 
     def _apply_guardrails(self, guards: List[SpanView], views: Sequence[SpanView], out: List[Dict[str, Any]],
                           options: MappingOptions, inherited_for: Optional[InheritedFor]) -> None:  # fmt: skip
@@ -495,13 +495,13 @@ class TraceLedger:
     def _sending(self, event: Dict[str, Any]) -> None:
         request_id: str = event["request_id"]  # annotated: compiled, str's own startswith
         call = (request_id, event.get("session_id"), event.get("user_id"), event["integration_id"])
+        packed = pack((_fullness(event), call))  # one packing for both maps: it is most of this step's cost
         if request_id.startswith("gen-"):
-            self._sent[request_id] = pack((_fullness(event), call))
+            self._sent[request_id] = packed
         otel = event["metadata"].get("otel")
         if otel is None:
             return  # a follow-up record about a call, not a call
         calls = self._calls_sent
-        packed = pack(call)
         calls[otel["span_id"]] = packed
         if "duplicate_spans" in otel:  # the other instrumentation's span of the call: an evaluation may name it
             for span_hex in otel["duplicate_spans"]:
@@ -513,7 +513,7 @@ class TraceLedger:
         that started in the 5 minutes before ``at_ns``."""
         packed = self._calls_sent.get(f"{span_id:016x}") if span_id else None
         if packed is not None:
-            return unpack(packed)  # type: ignore[no-any-return]
+            return unpack(packed)[1]  # type: ignore[no-any-return]
         if response_id:
             window = at_ns // DEDUPE_WINDOW_NS
             for start in range(window, window - _LATE_WINDOWS - 1, -1):
