@@ -177,7 +177,7 @@ class ReceiverCore:
         # tenant number << 192 | trace id << 64 | span id -> parent span id (0: a root), or, for a span with
         # inherited fields of its own, _pack_lineage(parent, fields): atomic keys and values, which the
         # garbage collector never walks (mapping/recent.py)
-        self._lineage: RecentMap[int, Union[int, bytes]] = RecentMap(_LINEAGE_SPANS)
+        self._lineage: RecentMap[int, Union[int, str, bytes]] = RecentMap(_LINEAGE_SPANS)
         self._tenant_numbers: Dict[str, int] = {}
         self._ledgers: Dict[str, TraceLedger] = {}
         self._sources_by_keys: Dict[Tuple[str, ...], Tuple[Tuple[str, str], ...]] = {}
@@ -392,7 +392,7 @@ class ReceiverCore:
 
     def _remember_lineage(self, tenant: str, view: SpanView) -> None:
         parent = view.parent_span_id or 0
-        entry: Union[int, bytes] = parent
+        entry: Union[int, str, bytes] = parent
         attrs = view.attributes
         sources = self._inherited_sources(attrs) if attrs else ()
         if sources:
