@@ -104,6 +104,20 @@ cdef inline int _varint(Reader* r, uint64_t* out) except -1:
 
 
 cdef inline int _tag(Reader* r, uint32_t* field, int* wire_type) except -1:
+    """The next field's number and wire type. Small enough to be inlined: the one-byte tags of fields 1-15
+    (every field the views read) are read here, anything else, and every error, in :func:`_long_tag`."""
+    cdef unsigned char byte
+    if r.pos < r.end:
+        byte = r.data[r.pos]
+        if byte < 0x80 and byte >= 8:
+            r.pos += 1
+            field[0] = byte >> 3
+            wire_type[0] = byte & 7
+            return 0
+    return _long_tag(r, field, wire_type)
+
+
+cdef int _long_tag(Reader* r, uint32_t* field, int* wire_type) except -1:
     cdef uint64_t tag
     _varint(r, &tag)
     if tag >> 3 == 0 or tag >> 3 > 0x1FFFFFFF:
@@ -114,7 +128,21 @@ cdef inline int _tag(Reader* r, uint32_t* field, int* wire_type) except -1:
 
 
 cdef inline int _length(Reader* r, Py_ssize_t* start, Py_ssize_t* stop) except -1:
-    """The extent of a length-delimited field; the reader moves past it."""
+    """The extent of a length-delimited field; the reader moves past it. Inlined as :func:`_tag` is: sizes
+    under 128 here, longer ones and every error in :func:`_long_length`."""
+    cdef Py_ssize_t size
+    if r.pos < r.end and r.data[r.pos] < 0x80:
+        size = r.data[r.pos]
+        if size < r.end - r.pos:
+            r.pos += 1
+            start[0] = r.pos
+            r.pos += size
+            stop[0] = r.pos
+            return 0
+    return _long_length(r, start, stop)
+
+
+cdef int _long_length(Reader* r, Py_ssize_t* start, Py_ssize_t* stop) except -1:
     cdef uint64_t size
     _varint(r, &size)
     if size > <uint64_t>(r.end - r.pos):
@@ -241,9 +269,8 @@ cdef inline object _id(Reader* r, Py_ssize_t start, Py_ssize_t stop, Py_ssize_t 
     return low if low else None
 
 
-cdef int _any_value(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, list more,
-                    int* kind, list slot) except -1:
-    """Read an AnyValue (one or, merged, several occurrences) into ``slot[0]``; ``kind`` is its oneof so far.
+cdef object _any_value(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, list more, int* kind):
+    """An AnyValue (one or, merged, several occurrences); ``kind`` is its oneof (UNSET on entry).
 
     Arrays are gathered in a list here and turned into a tuple by the caller.
     """
@@ -254,60 +281,55 @@ cdef int _any_value(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, lis
     cdef double number
     cdef Py_ssize_t s, e
     cdef Py_ssize_t extra = 0
+    value = None
     _open(r, start, stop, depth, &inner)
     while True:
         while inner.pos < inner.end:
             _tag(&inner, &field, &wire_type)
             if field == 1 and wire_type == LENGTH:
                 _length(&inner, &s, &e)
-                slot[0] = _value_text(&inner, s, e)
+                value = _value_text(&inner, s, e)
                 kind[0] = SCALAR
             elif field == 2 and wire_type == VARINT:
                 _varint(&inner, &raw)
-                slot[0] = raw != 0
+                value = raw != 0
                 kind[0] = SCALAR
             elif field == 3 and wire_type == VARINT:
                 _varint(&inner, &raw)
-                slot[0] = <int64_t>raw
+                value = <int64_t>raw
                 kind[0] = SCALAR
             elif field == 4 and wire_type == FIXED64:
                 raw = _fixed64(&inner)
                 memcpy(&number, &raw, 8)
-                slot[0] = number
+                value = number
                 kind[0] = SCALAR
             elif field == 5 and wire_type == LENGTH:
                 _length(&inner, &s, &e)
                 if kind[0] != ARRAY:
-                    slot[0] = []
+                    value = []
                     kind[0] = ARRAY
-                _array(&inner, s, e, depth + 1, <list>slot[0])
+                _array(&inner, s, e, depth + 1, <list>value)
             elif field == 6 and wire_type == LENGTH:
                 _length(&inner, &s, &e)
                 if kind[0] != KVLIST:
-                    slot[0] = {}
+                    value = {}
                     kind[0] = KVLIST
-                _key_values(&inner, s, e, depth + 1, 1, <dict>slot[0])
+                _key_values(&inner, s, e, depth + 1, 1, <dict>value)
             elif field == 7 and wire_type == LENGTH:
                 _length(&inner, &s, &e)
-                slot[0] = _bytes(&inner, s, e)
+                value = _bytes(&inner, s, e)
                 kind[0] = SCALAR
             elif field == 8 and wire_type == VARINT:  # string_value_strindex: a profiles dictionary traces lack
                 _varint(&inner, &raw)
-                slot[0] = None
+                value = None
                 kind[0] = SCALAR
             else:
                 _skip(&inner, field, wire_type, depth + 1)
         if more is None or extra >= len(more):
-            return 0
+            return value
         s, e = more[extra]
         extra += 1
         inner.pos, inner.end = s, e
-
-
-cdef object _finished(int kind, object value):
-    if kind == ARRAY:
-        return tuple(value)
-    return value
 
 
 cdef int _array(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, list values) except -1:
@@ -318,15 +340,13 @@ cdef int _array(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, list va
     cdef Py_ssize_t s, e
     cdef int kind
     _open(r, start, stop, depth, &inner)
-    slot = [None]
     while inner.pos < inner.end:
         _tag(&inner, &field, &wire_type)
         if field == 1 and wire_type == LENGTH:
             _length(&inner, &s, &e)
             kind = UNSET
-            slot[0] = None
-            _any_value(&inner, s, e, depth + 1, None, &kind, slot)
-            values.append(_finished(kind, slot[0]))
+            value = _any_value(&inner, s, e, depth + 1, None, &kind)
+            values.append(tuple(value) if kind == ARRAY else value)
         else:
             _skip(&inner, field, wire_type, depth + 1)
     return 0
@@ -381,9 +401,8 @@ cdef int _key_value(Reader* r, Py_ssize_t start, Py_ssize_t stop, int depth, dic
     if value_start < 0:
         into[key] = None
         return 0
-    slot = [None]
-    _any_value(&inner, value_start, value_stop, depth + 1, more, &kind, slot)
-    into[key] = _finished(kind, slot[0])
+    value = _any_value(&inner, value_start, value_stop, depth + 1, more, &kind)
+    into[key] = tuple(value) if kind == ARRAY else value
     return 0
 
 
