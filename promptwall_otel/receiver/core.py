@@ -456,7 +456,8 @@ class ReceiverCore:
         ledger's billing rules rely on (children end before their parents).
         """
         with self._lock:
-            due: Dict[Tuple[str, int], None] = {}  # ordered, and a membership test that does not scan
+            # ordered, and a membership test that does not scan; a complete trace's inheritance, as _complete found it
+            due: Dict[Tuple[str, int], Optional[List[Inherited]]] = {}
             spans = 0
             for key in [key for key in self._overdue if key[0] not in held]:
                 if spans >= budget:
@@ -482,8 +483,9 @@ class ReceiverCore:
                 members = self._traces.get(trace_key)
                 if members is None or trace_key in self._overdue or trace_key in due:
                     continue
-                if self._complete(members):
-                    due[trace_key] = None
+                inherited = self._complete(members)
+                if inherited is not None:
+                    due[trace_key] = inherited
                     spans += len(members)
                     continue
                 arrived = self._untimed.pop(trace_key, None)
@@ -496,24 +498,39 @@ class ReceiverCore:
                                           members))  # fmt: skip
             return self._take(due)
 
-    def _complete(self, members: List[Tuple[str, int]]) -> bool:
-        """Every waiting span of the trace has its content and its ancestors up to the root (lock held)."""
-        waiting = [self._pending[key] for key in members]
-        return all(p.complete for p in waiting) and all(self._inherited(p.tenant, p.view)[1] for p in waiting)
+    def _complete(self, members: List[Tuple[str, int]]) -> Optional[List[Inherited]]:
+        """What each waiting span of the trace inherits, if every one has its content and its ancestors up to
+        the root; else None (lock held)."""
+        pending = self._pending
+        for key in members:
+            if not pending[key].complete:
+                return None
+        found: List[Inherited] = []
+        for key in members:
+            waiting = pending[key]
+            inherited, rooted = self._inherited(waiting.tenant, waiting.view)
+            if not rooted:
+                return None
+            found.append(inherited)
+        return found
 
-    def _take(self, due: Dict[Tuple[str, int], None]) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:
-        """Remove the ``due`` traces' spans from the waiting set, with their logs and inheritance (lock held)."""
+    def _take(self, due: Dict[Tuple[str, int], Optional[List[Inherited]]],
+              ) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:  # fmt: skip
+        """Remove the ``due`` traces' spans from the waiting set, with their logs and inheritance (lock held):
+        as :meth:`_complete` found it for complete traces, else as far as the ancestors seen reach."""
         ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]] = {}
         if due:
             self._room.notify_all()
-        for trace_key in due:
+        content = self._content
+        for trace_key, found in due.items():
             self._untimed.pop(trace_key, None)
-            for key in self._traces.pop(trace_key, ()):
+            for index, key in enumerate(self._traces.pop(trace_key, ())):
                 pending = self._pending.pop(key)
                 if pending.complete:
                     self._mappable[pending.tenant] -= 1
-                inherited, _ = self._inherited(pending.tenant, pending.view)
-                ready.setdefault(pending.tenant, []).append((pending.view, self._content.pop(key, []), inherited))
+                inherited = found[index] if found is not None else self._inherited(pending.tenant, pending.view)[0]
+                logs = content.pop(key, None) if content else None
+                ready.setdefault(pending.tenant, []).append((pending.view, logs or [], inherited))
         return ready
 
     def _release_all(self) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:
