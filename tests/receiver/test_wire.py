@@ -326,3 +326,19 @@ def test_ascii_attribute_keys_come_back_interned() -> None:
     assert model is again[model] is sys.intern("gen_ai.request.model")
     assert again["clé"] == "clé"
     assert first.attributes == second.attributes == {"gen_ai.request.model": "v", "clé": "v", "": "v"}
+
+
+@pytest.mark.parametrize("size", [0, 1, 126, 127, 128, 129, 300, 16_384])
+def test_lengths_and_tags_either_side_of_their_one_byte_form_read_alike(size: int) -> None:
+    """The decoder reads one-byte tags (fields 1-15) and lengths (under 128) inline and the rest out of
+    line: strings either side of 128 bytes, an unknown field 16 (a two-byte tag) and lengths that claim
+    one byte more than the body holds are read, skipped and refused as the protobuf runtime does."""
+    value = field(1, 2, b"v" * size)  # AnyValue.string_value
+    pair = field(1, 2, b"k" * size) + field(2, 2, value)
+    span = field(1, 2, b"\x11" * 16) + field(2, 2, b"\x22" * 8) + field(16, 0, varint(7)) + field(9, 2, pair)
+    body = request_of_spans(span)
+    assert_read_alike(body)
+    views, invalid = wire.span_views(body, decode.MAX_STRING_CHARS)
+    assert invalid == 0 and views[0].attributes == {"k" * size: "v" * size}
+    cut = body[:-1]  # every enclosing length now claims one byte more than there is
+    assert upb(cut) is None and fast(cut) is None
