@@ -73,6 +73,10 @@ _KEY_FILE = "tenant.key"
 _LINEAGE_SPANS = 50_000  # parent links remembered at least (at most twice that): ~3 s at 16,000 spans/s (the wait is 2 s)
 _INHERITED_RANK = {attribute: rank for rank, attribute in enumerate(INHERITED_KEYS)}
 _NOTHING_INHERITED = Inherited()
+# per tenant, the spans released for mapping with their logs and what they inherit, in the order they ended
+_Released = Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]
+# traces released at once, each with its spans' inheritance where _complete worked it out
+_Due = Dict[Tuple[str, int], Optional[List[Inherited]]]
 _SEND_LINGER_S = 0.05  # requests bring ~100 spans; a request to the backend of 500 costs ~3 µs less per record
 _FLUSH_TICK_S = 0.05  # the longest the flusher sleeps: traces fall due between intakes
 _MAPPABLE_SPANS = 2_000  # complete spans a tenant may have waiting for the flusher: ~4 ticks, ~0.1 s of mapping
@@ -445,8 +449,7 @@ class ReceiverCore:
 
     # --- mapping and forwarding ----------------------------------------------
 
-    def _ready(self, now: float, held: "frozenset[str]" = frozenset(),
-               budget: int = 1 << 62) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:  # fmt: skip
+    def _ready(self, now: float, held: "frozenset[str]" = frozenset(), budget: int = 1 << 62) -> _Released:
         """Pending spans to map now, a whole trace at a time (none of the ``held`` tenants'), about
         ``budget`` spans at most: one tick never maps more than the forwarding buffer should take at once.
 
@@ -514,14 +517,12 @@ class ReceiverCore:
             found.append(inherited)
         return found
 
-    def _take(self, due: Dict[Tuple[str, int], Optional[List[Inherited]]],
-              ) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:  # fmt: skip
+    def _take(self, due: _Due) -> _Released:
         """Remove the ``due`` traces' spans from the waiting set, with their logs and inheritance (lock held):
         as :meth:`_complete` found it for complete traces, else as far as the ancestors seen reach."""
         ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]] = {}
         if due:
             self._room.notify_all()
-        content = self._content
         for trace_key, found in due.items():
             self._untimed.pop(trace_key, None)
             for index, key in enumerate(self._traces.pop(trace_key, ())):
@@ -529,11 +530,10 @@ class ReceiverCore:
                 if pending.complete:
                     self._mappable[pending.tenant] -= 1
                 inherited = found[index] if found is not None else self._inherited(pending.tenant, pending.view)[0]
-                logs = content.pop(key, None) if content else None
-                ready.setdefault(pending.tenant, []).append((pending.view, logs or [], inherited))
+                ready.setdefault(pending.tenant, []).append((pending.view, self._content.pop(key, []), inherited))
         return ready
 
-    def _release_all(self) -> Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]:
+    def _release_all(self) -> _Released:
         with self._lock:
             self._deadlines.clear()
             self._overdue.clear()
@@ -581,7 +581,7 @@ class ReceiverCore:
         self._forward(ready)
         return sum(len(items) for items in ready.values()) >= _SPANS_PER_TICK
 
-    def _forward(self, ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]]) -> None:
+    def _forward(self, ready: _Released) -> None:
         """Map released spans, tenant by tenant, and hand the records to the tenants' senders.
 
         In steps of about ``_MAP_STEP_SPANS`` spans, whole traces each (the ledger sees a trace's spans
