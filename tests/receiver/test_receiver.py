@@ -255,6 +255,50 @@ def test_a_request_waits_for_room_among_the_waiting_spans_before_it_is_refused(b
     assert len(wait_for(behind.url, 2)) == 2
 
 
+def complete_chat_request(prefix: str, count: int) -> bytes:
+    """One OTLP/HTTP protobuf body of ``count`` chat spans with their content on the span (ready to be mapped
+    at once, as most calls are), each its own trace and response id."""
+    import json
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("t")
+    for i in range(count):
+        attributes = {
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.response.id": f"{prefix}-{i:04d}", "gen_ai.usage.input_tokens": 3, "gen_ai.usage.output_tokens": 2,
+            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": f"q{i}"}]}]),
+            "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "a"}]}]),
+        }  # fmt: skip
+        with tracer.start_as_current_span("chat gpt-4o-mini", attributes=attributes):
+            pass
+    return encode_spans(memory.get_finished_spans()).SerializeToString()
+
+
+def test_a_burst_past_the_spans_waiting_for_mapping_is_slowed_not_refused_and_every_span_arrives(
+        behind: LocalBackend, tmp_path: Path) -> None:  # fmt: skip
+    """Ten concurrent requests of 100 ready spans: more than a tenant may have waiting for the mapping step
+    (400). The requests past it wait for room, none is refused, and each span is stored once."""
+    import concurrent.futures
+
+    bodies = [complete_chat_request(f"chatcmpl-burst-{n:02d}", 100) for n in range(10)]
+    with Receiver(behind.url, "127.0.0.1:0", None, correlation_wait_s=30, spool_root=str(tmp_path)) as receiver:
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            statuses = list(pool.map(lambda body: otlp_post(receiver.http_url + "/v1/traces", body).status_code,
+                                     bodies))  # fmt: skip
+        assert statuses == [200] * 10
+        stored = wait_for(behind.url, 1000, timeout=60)
+    assert len(stored) == 1000
+    assert len({event["request_id"] for event in stored}) == 1000
+    assert {event["prompt"] for event in stored} == {f"q{i}" for i in range(100)}
+
+
 def test_a_forwarding_backlog_over_a_second_of_sending_is_refused_and_nothing_acknowledged_is_lost(
         behind: LocalBackend, tmp_path: Path) -> None:  # fmt: skip
     """Backpressure by time: PromptWall takes each request slowly, so the tenant's buffer grows in seconds of
