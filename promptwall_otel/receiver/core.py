@@ -81,7 +81,7 @@ _SEND_LINGER_S = 0.05  # requests bring ~100 spans; a request to the backend of 
 _FLUSH_TICK_S = 0.05  # the longest the flusher sleeps: traces fall due between intakes
 # Complete spans a tenant may have waiting for the flusher: four requests of ~100, ~25 ms of mapping. Small on
 # purpose: what waits is mapped while the request that decoded it is still in the CPU's caches (at 2,000, ~7 MB
-# of views waited and the same CPU mapped 7-10% fewer spans a second, benchmarks/README.md).
+# of views waited; 400 maps 7-12% more spans a second on the same CPU, benchmarks/README.md).
 _MAPPABLE_SPANS = 400
 _ROOM_WAIT_S = 1.0  # the longest a request waits for room among the spans waiting to be mapped, before 503
 _MAP_STEP_SPANS = 16  # mapped between chances for other threads to run (see _forward); 32: p99 +2 ms, same CPU

@@ -9,7 +9,9 @@ Baggage never leaves the process, so the app sets none here.
 
 from __future__ import annotations
 
+import concurrent.futures
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -177,8 +179,10 @@ def test_a_real_collector_in_the_path(direct: LocalBackend, behind: LocalBackend
     assert any(e.get("prompt") == "Hello from the e2e test" for e in through_collector), "content from log records"
 
 
-def chat_request(response_id: str, with_parent: bool = False) -> bytes:
-    """An OTLP/HTTP protobuf body with one chat span, made by the SDK and the stock encoder."""
+def chat_request(response_id: str, with_parent: bool = False, count: int = 1, content: bool = False) -> bytes:
+    """An OTLP/HTTP protobuf body of ``count`` chat spans, each its own trace, made by the SDK and the stock
+    encoder; response ids ``{response_id}-{i:04d}`` when there are several. ``content``: the conversation on
+    the span, so that the receiver maps it at once, as most calls are (without, it waits for content logs)."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -188,17 +192,22 @@ def chat_request(response_id: str, with_parent: bool = False) -> bytes:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("t")
-    attributes = {"gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
-                  "gen_ai.response.id": response_id, "gen_ai.usage.input_tokens": 3, "gen_ai.usage.output_tokens": 2}
-    if with_parent:
-        with tracer.start_as_current_span("agent", attributes={"gen_ai.conversation.id": "never-sent"}):
+    for i in range(count):
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
+                      "gen_ai.response.id": response_id if count == 1 else f"{response_id}-{i:04d}",
+                      "gen_ai.usage.input_tokens": 3, "gen_ai.usage.output_tokens": 2}  # fmt: skip
+        if content:
+            question, answer = {"type": "text", "content": f"q{i}"}, {"type": "text", "content": "a"}
+            attributes["gen_ai.input.messages"] = json.dumps([{"role": "user", "parts": [question]}])
+            attributes["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "parts": [answer]}])
+        if with_parent:
+            with tracer.start_as_current_span("agent", attributes={"gen_ai.conversation.id": "never-sent"}):
+                with tracer.start_as_current_span("chat gpt-4o-mini", attributes=attributes):
+                    pass
+        else:
             with tracer.start_as_current_span("chat gpt-4o-mini", attributes=attributes):
                 pass
-        spans = [s for s in memory.get_finished_spans() if s.name != "agent"]  # the parent never arrives
-    else:
-        with tracer.start_as_current_span("chat gpt-4o-mini", attributes=attributes):
-            pass
-        spans = list(memory.get_finished_spans())
+    spans = [s for s in memory.get_finished_spans() if s.name != "agent"]  # a parent never arrives
     return encode_spans(spans).SerializeToString()
 
 
@@ -255,39 +264,11 @@ def test_a_request_waits_for_room_among_the_waiting_spans_before_it_is_refused(b
     assert len(wait_for(behind.url, 2)) == 2
 
 
-def complete_chat_request(prefix: str, count: int) -> bytes:
-    """One OTLP/HTTP protobuf body of ``count`` chat spans with their content on the span (ready to be mapped
-    at once, as most calls are), each its own trace and response id."""
-    import json
-
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("t")
-    for i in range(count):
-        attributes = {
-            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
-            "gen_ai.response.id": f"{prefix}-{i:04d}", "gen_ai.usage.input_tokens": 3, "gen_ai.usage.output_tokens": 2,
-            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": f"q{i}"}]}]),
-            "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "a"}]}]),
-        }  # fmt: skip
-        with tracer.start_as_current_span("chat gpt-4o-mini", attributes=attributes):
-            pass
-    return encode_spans(memory.get_finished_spans()).SerializeToString()
-
-
 def test_a_burst_past_the_spans_waiting_for_mapping_is_slowed_not_refused_and_every_span_arrives(
         behind: LocalBackend, tmp_path: Path) -> None:  # fmt: skip
     """Ten concurrent requests of 100 ready spans: more than a tenant may have waiting for the mapping step
     (400). The requests past it wait for room, none is refused, and each span is stored once."""
-    import concurrent.futures
-
-    bodies = [complete_chat_request(f"chatcmpl-burst-{n:02d}", 100) for n in range(10)]
+    bodies = [chat_request(f"chatcmpl-burst-{n:02d}", count=100, content=True) for n in range(10)]
     with Receiver(behind.url, "127.0.0.1:0", None, correlation_wait_s=30, spool_root=str(tmp_path)) as receiver:
         with concurrent.futures.ThreadPoolExecutor(10) as pool:
             statuses = list(pool.map(lambda body: otlp_post(receiver.http_url + "/v1/traces", body).status_code,
