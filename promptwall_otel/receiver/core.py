@@ -463,7 +463,7 @@ class ReceiverCore:
         """
         with self._lock:
             # ordered, and a membership test that does not scan; a complete trace's inheritance, as _complete found it
-            due: Dict[Tuple[str, int], Optional[List[Inherited]]] = {}
+            due: _Due = {}
             spans = 0
             for key in [key for key in self._overdue if key[0] not in held]:
                 if spans >= budget:
@@ -523,7 +523,7 @@ class ReceiverCore:
     def _take(self, due: _Due) -> _Released:
         """Remove the ``due`` traces' spans from the waiting set, with their logs and inheritance (lock held):
         as :meth:`_complete` found it for complete traces, else as far as the ancestors seen reach."""
-        ready: Dict[str, List[Tuple[SpanView, List[LogView], Inherited]]] = {}
+        ready: _Released = {}
         if due:
             self._room.notify_all()
         for trace_key, found in due.items():
