@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import gc
 import json
 import logging
 import os
@@ -91,11 +90,9 @@ def _backend(args: argparse.Namespace, port: int, anonymous_key: Optional[str] =
 def _serve(args: argparse.Namespace) -> int:
     _require_server_extra()
     server = _backend(args, args.port).start()
-    # The ~100k objects of the imported libraries are never traversed again by a collection: ingest
-    # collects every few thousand allocations (500 parsed events a request): 1.4 -> 0.6 µs of collection
-    # per event in-process.
-    # (The receiver's shorter GIL switch interval is left out: the backend's threads want throughput.)
-    gc.freeze()
+    from .webserver import tune_interpreter_for_serving
+
+    tune_interpreter_for_serving(receiver=False)
     print(READY_PREFIX + server.url, flush=True)
     print(CONSOLE_PREFIX + server.url + "/", flush=True)
     return _serve_until_stopped(server)

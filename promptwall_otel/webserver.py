@@ -252,23 +252,27 @@ class HttpService:
         await send({"type": "http.response.body", "body": response.body if request.method != "HEAD" else b""})
 
 
-def tune_interpreter_for_serving() -> None:
-    """Interpreter settings for a process that is only our server (``receive``, ``dev``); never called in an
-    application's process (the exporter changes nothing there).
+def tune_interpreter_for_serving(receiver: bool = True) -> None:
+    """Interpreter settings for a process that is only our server (``receive``, ``dev``, and ``serve`` with
+    ``receiver=False``); never called in an application's process (the exporter changes nothing there).
 
     - ``gc.freeze()`` after start-up: the ~100k objects of the imported libraries are never traversed
       again by a collection.
     - A first-generation threshold of 10,000 instead of 700: a request's views and a step's records are
       thousands of young containers, collected fourteen times less often (-7% of the receiver's CPU per
-      span beside rotel, benchmarks/README.md). Garbage cycles, such as an httpx exchange holding its
-      body, live that much longer: measured, the receiver's peak RSS at twice its capacity stayed at
-      186 MiB (receiver_overload.py) and at saturation rose by ~5 MiB (receiver_throughput.py).
-    - A GIL switch interval of 1 ms instead of 5: the event loop and the senders, which wait on
-      sockets, get the interpreter back sooner while requests are being mapped (latency, not CPU).
+      span beside rotel, benchmarks/README.md); the backend's batch of 500 parsed events is freed by
+      reference counting before 10,000 are alive, so ingest collects nothing (-1 µs per event).
+      Garbage cycles, such as an httpx exchange holding its body, live that much longer: measured, the
+      receiver's peak RSS at twice its capacity stayed at 186 MiB (receiver_overload.py) and at
+      saturation rose by ~5 MiB (receiver_throughput.py).
+    - The receiver's: a GIL switch interval of 1 ms instead of 5: the event loop and the senders, which
+      wait on sockets, get the interpreter back sooner while requests are being mapped (latency, not
+      CPU). The backend alone keeps 5 ms: its threads want throughput.
     """
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
-    sys.setswitchinterval(0.001)
+    if receiver:
+        sys.setswitchinterval(0.001)
 
 
 # --- the connection layer -------------------------------------------------------

@@ -151,9 +151,11 @@ def test_a_database_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
 
 def test_server_processes_tune_the_interpreter_and_apps_keep_the_defaults() -> None:
     """``receive`` and ``dev`` collect the young generation less often and switch threads sooner
-    (webserver.tune_interpreter_for_serving); importing the package changes neither in an app."""
-    probe = ("import gc, sys, promptwall_otel, promptwall_otel.webserver as w; before = (gc.get_threshold()[0], "
-             "sys.getswitchinterval()); w.tune_interpreter_for_serving(); print(before, (gc.get_threshold()[0], "
-             "sys.getswitchinterval(), gc.get_freeze_count() > 0))")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "(700, 0.005) (10000, 0.001, True)"
+    (webserver.tune_interpreter_for_serving), ``serve`` only the former; importing the package changes
+    neither in an app."""
+    for receiver, expected in ((True, "(700, 0.005) (10000, 0.001, True)"), (False, "(700, 0.005) (10000, 0.005, True)")):
+        probe = ("import gc, sys, promptwall_otel, promptwall_otel.webserver as w; before = (gc.get_threshold()[0], "
+                 f"sys.getswitchinterval()); w.tune_interpreter_for_serving(receiver={receiver}); "
+                 "print(before, (gc.get_threshold()[0], sys.getswitchinterval(), gc.get_freeze_count() > 0))")  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == expected
