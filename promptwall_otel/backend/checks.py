@@ -4,7 +4,8 @@
 SQLite, its JSON functions and a JSON reply can carry back out, so that an
 event accepted once can never break a later read (for its App or any other):
 
-- integers anywhere fit SQLite's signed 64 bits; token counts and
+- integers anywhere fit SQLite's signed 64 bits (:func:`beyond_64_bits` finds the ones orjson
+  would have rounded to floats, before anything else reads the body); token counts and
   ``latency_ms`` are at most :data:`MAX_COUNT` (2**53 - 1, exact in every
   JSON parser), ``total_tokens`` computed from the splits included, and
   ``cost_usd`` at most :data:`MAX_COST_USD`. Sums are taken with SQLite's
@@ -26,6 +27,7 @@ from typing import Any, List
 
 MAX_COUNT = 2**53 - 1
 MAX_INT = 2**63 - 1
+_INT64_MIN, _INT64_END = -(2**63), 2**63
 MAX_DEPTH = 32
 MAX_TEXT_CHARS = 1024 * 1024
 MAX_JSON_BYTES = 256 * 1024
@@ -34,6 +36,25 @@ MAX_COST_USD = 1e12
 _COUNT_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "latency_ms")
 _JSON_FIELDS = ("metadata", "spans", "policy_hits")
 _TEXT_FIELDS = ("prompt", "answer")
+
+
+def beyond_64_bits(payload: Any) -> bool:
+    """Whether any number in ``payload`` may be outside the signed 64-bit range: an integer out of it, or a
+    float of that size (what orjson makes of such an integer); iterative, as orjson nests deeper than
+    Python's recursion limit."""
+    pending = [payload]
+    while pending:
+        value = pending.pop()
+        kind = type(value)
+        if kind is dict:
+            pending.extend(value.values())
+        elif kind is list:
+            pending.extend(value)
+        elif kind is float and not _INT64_MIN < value < _INT64_END:  # -2**63 - 1 rounds to the float -2**63
+            return True
+        elif kind is int and not _INT64_MIN <= value < _INT64_END:
+            return True
+    return False
 
 
 class NonFinite:

@@ -26,7 +26,7 @@ from ..serving import HttpError, api_key_from
 from ..webserver import HttpService, Limits, Request, Response, ServerThread, json_response
 from .apps import Apps, Caller
 from .arrivals import Arrivals
-from .checks import NonFinite, storage_errors
+from .checks import NonFinite, beyond_64_bits, storage_errors
 from .console import Console, is_loopback
 from .promptetheus import PromptetheusRoutes, TraceStore
 from .store import BadCursor, EventStore, json_path
@@ -40,7 +40,6 @@ _CONSOLE_LIMIT_MAX = 1000
 # 19 digits in a row, found by mapping every digit to "0" and searching (a regex is 15× slower here).
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN = b"0" * 19
-_INT64 = 2**63
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def parse_body(data: bytes) -> Tuple[Any, bool]:
         except orjson.JSONDecodeError:
             pass
         else:
-            if not _beyond_64_bits(payload):
+            if not beyond_64_bits(payload):
                 return payload, True
     try:
         return json.loads(data, parse_constant=NonFinite), False
@@ -100,25 +99,6 @@ def parse_body(data: bytes) -> Tuple[Any, bool]:
         raise HttpError(400, "malformed JSON: nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise HttpError(400, f"malformed JSON: {exc}") from None
-
-
-def _beyond_64_bits(payload: Any) -> bool:
-    """Whether any number in ``payload`` may be outside the signed 64-bit range: an integer out of it, or a
-    float of that size (what orjson makes of such an integer); iterative, as orjson nests deeper than
-    Python's recursion limit."""
-    pending = [payload]
-    while pending:
-        value = pending.pop()
-        kind = type(value)
-        if kind is dict:
-            pending.extend(value.values())
-        elif kind is list:
-            pending.extend(value)
-        elif kind is float and not -_INT64 < value < _INT64:  # -2**63 - 1 rounds to the float -2**63
-            return True
-        elif kind is int and not -_INT64 <= value < _INT64:
-            return True
-    return False
 
 
 def ingest(store: EventStore, payload: Any, app: str, strict_json: bool = False) -> Tuple[int, Dict[str, Any]]:
